@@ -1,0 +1,62 @@
+"""Renderer registry: `Renderer.render(spec, trajectory) -> Layers` (RGB plus exact masks, depth and flow).
+
+`raster` (default) is the embedded numpy/OpenCV ray caster: no GPU, no OpenGL, no weights.
+A backend module is imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from newtonrewards.bench_gen.spec import SceneSpec
+from newtonrewards.physics import Trajectory
+
+# Instance ids in `Layers.instance`: 0 is scenery (sky, ground, ramp), 1 the moving object, 2.. the distractors.
+SCENERY_ID, OBJECT_ID, FIRST_DISTRACTOR_ID = 0, 1, 2
+
+_BACKENDS = {
+    "raster": "newtonrewards.bench_gen.renderers.raster:RasterRenderer",
+}
+
+
+@dataclass(frozen=True)
+class Layers:
+    """What a renderer returns for a T-frame clip of H x W pixels (pixel centres at integer coordinates).
+
+    rgb:       uint8   [T, H, W, 3]
+    instance:  uint8   [T, H, W]     instance id per pixel (majority of the pixel's area), see SCENERY_ID etc.
+    depth:     float32 [T, H, W]     metric depth along the optical axis (camera z), m; +inf where there is sky
+    flow:      float32 [T-1, 2, H, W] forward optical flow (dx, dy) in px per frame, +y down: where the surface
+                                     point seen at pixel p in frame t is seen in frame t+1, minus p
+    centroid:  float64 [T, 2]        (x, y) px, area-weighted centroid of the moving object's exact coverage;
+                                     NaN where it covers no pixel
+    area:      float64 [T]           px^2, the moving object's exact (anti-aliased) coverage
+    """
+
+    rgb: np.ndarray
+    instance: np.ndarray
+    depth: np.ndarray
+    flow: np.ndarray
+    centroid: np.ndarray
+    area: np.ndarray
+
+
+class Renderer(Protocol):
+    def render(self, spec: SceneSpec, trajectory: Trajectory) -> Layers:
+        """Render the spec's scene with the moving object at `trajectory.position[t]` in frame t."""
+
+
+def renderer_names() -> tuple[str, ...]:
+    return tuple(_BACKENDS)
+
+
+def make_renderer(name: str, **kwargs) -> Renderer:
+    """Build the renderer registered as `name`; an unknown name lists the known ones."""
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown renderer {name!r}; known: {', '.join(_BACKENDS)}")
+    module, cls = _BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)
