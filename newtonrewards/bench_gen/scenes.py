@@ -175,6 +175,8 @@ def _sample_object(rng: np.random.Generator, split: str, primitive: str, params:
     rotation = IDENTITY
     if primitive in ("free_fall", "horizontal_throw", "parabolic_throw") and shape != "sphere":
         rotation = rotation_z(float(rng.uniform(-0.6, 0.6)))
+    if primitive in ("ramp_down", "ramp_up"):  # lie flat on the slope: local z along the ramp's normal
+        rotation = rotation_y(-params["direction"] * math.radians(params["theta"]))
     return ObjectSpec(
         asset_id=assets.asset_id(shape, texture, color),
         shape=shape,
