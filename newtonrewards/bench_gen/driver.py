@@ -157,12 +157,16 @@ def generate(cfg: BenchGenerateConfig) -> dict:
 
 def _check_output(root: Path, info: dict, wanted: set[str]) -> set[str]:
     """Refuse a folder that is not ours or not writable; return the clip ids already finished there."""
-    if root.exists() and not root.is_dir():
+    try:
+        exists = root.exists()
+        probe = root if exists else next(p for p in root.parents if p.exists())
+    except PermissionError as exc:
+        raise UserError(f"{exc.filename}: no permission to look inside; choose another --out") from None
+    if exists and not root.is_dir():
         raise UserError(f"{root}: exists and is not a folder")
-    probe = root if root.exists() else next(p for p in root.parents if p.exists())
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"{probe}: no write permission; choose another --out")
-    if not root.exists():
+    if not exists:
         return set()
     existing = dataset.read_dataset_json(root)
     if existing is None:

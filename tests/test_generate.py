@@ -1,0 +1,211 @@
+"""`bench generate` end to end: files and manifest, determinism, resume after a kill, Ray, and bad input."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from newtonrewards import dataset
+from newtonrewards.bench_gen import scenes
+from newtonrewards.bench_gen.driver import BenchGenerateConfig, generate, plan
+from newtonrewards.cli import main
+from newtonrewards.video import read_video
+
+TINY = dict(width=48, height=48, num_frames=6, max_distractors=1)
+
+
+def tiny_config(out, **kw) -> BenchGenerateConfig:
+    return BenchGenerateConfig(out=str(out), **{**TINY, "no_ray": True, **kw})
+
+
+def sorted_manifest(root) -> list[dict]:
+    return sorted(dataset.read_manifest(Path(root)), key=lambda r: r["clip_id"])
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    """Two clips per primitive of `test` and one of each OOD split, made in-process."""
+    out = tmp_path_factory.mktemp("nb") / "small"
+    cfg = tiny_config(out, counts={"test": 2, "ood-height": 1, "ood-speed": 1, "ood-friction": 1})
+    return cfg, generate(cfg)
+
+
+def test_generate_writes_every_planned_clip_with_its_files(small_dataset):
+    cfg, summary = small_dataset
+    root = Path(summary["root"])
+    rows = dataset.read_manifest(root)
+    assert sorted(r["clip_id"] for r in rows) == sorted(scenes.clip_id(*t) for t in plan(cfg))
+    assert summary["per_split"] == {"test": 10, "ood-height": 5, "ood-speed": 5, "ood-friction": 4}
+    info = json.loads((root / dataset.DATASET_FILE).read_text())
+    assert info["complete"] and info["clips"] == summary["per_split"] and info["generator"]["width"] == 48
+    for row in rows:
+        clip = root / row["path"]
+        assert sorted(p.name for p in clip.iterdir()) == ["gt.npz", "meta.json", "video.mp4"]
+        frames, fps = read_video(clip / "video.mp4")
+        assert frames.shape == (6, 48, 48, 3) and fps == pytest.approx(16.0)
+        meta = dataset.load_meta(clip)
+        assert meta["prompt"] == row["prompt"] and meta["object"]["asset_id"] == row["asset_id"]
+    assert not list(root.rglob(f"*{dataset.TMP_MARK}*"))
+
+
+def test_ground_truth_arrays_have_the_documented_shapes(small_dataset):
+    _, summary = small_dataset
+    row = dataset.read_manifest(Path(summary["root"]))[0]
+    gt = dataset.load_gt(Path(summary["root"]) / row["path"])
+    T, H, W = 6, 48, 48
+    expected = {
+        "times": (T,), "position": (T, 3), "velocity": (T, 3), "acceleration": (T, 3), "phase": (T,),
+        "segment": (T,), "contact": (T,), "center_2d": (T, 2), "velocity_2d": (T, 2), "acceleration_2d": (T, 2),
+        "centroid_2d": (T, 2), "area": (T,), "masks": (T, H, W), "depth": (T, H, W), "flow": (T - 1, 2, H, W),
+        "K": (3, 3), "world_to_camera": (4, 4),
+    }  # fmt: skip
+    for name, shape in expected.items():
+        assert gt[name].shape == shape, name
+    assert gt["masks"].dtype == np.uint8 and gt["flow"].dtype == np.float32 and gt["depth"].dtype == np.float32
+    assert (gt["masks"] == 1).any(axis=(1, 2)).all()  # the object is visible in every frame
+
+
+def test_same_config_and_seed_give_the_same_bytes_and_frames(tmp_path):
+    counts = {"train": 1}
+    a = generate(tiny_config(tmp_path / "a", counts=counts, primitives=["ramp_up", "parabolic_throw"]))
+    b = generate(tiny_config(tmp_path / "b", counts=counts, primitives=["ramp_up", "parabolic_throw"]))
+    c = generate(tiny_config(tmp_path / "c", counts=counts, primitives=["ramp_up", "parabolic_throw"], seed=1))
+    rows_a, rows_b, rows_c = (sorted_manifest(s["root"]) for s in (a, b, c))
+    assert rows_a == rows_b
+    for ra, rc in zip(rows_a, rows_c):
+        assert ra["gt_sha256"] != rc["gt_sha256"]
+    for row in rows_a:
+        bytes_a = (Path(a["root"]) / row["path"] / "gt.npz").read_bytes()
+        assert bytes_a == (Path(b["root"]) / row["path"] / "gt.npz").read_bytes()
+        frames_a, _ = read_video(Path(a["root"]) / row["path"] / "video.mp4")
+        frames_b, _ = read_video(Path(b["root"]) / row["path"] / "video.mp4")
+        assert np.array_equal(frames_a, frames_b)
+
+
+def _cli(*args, **popen_kw):
+    cmd = [sys.executable, "-m", "newtonrewards", "bench", "generate", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kw)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_manifest_without_duplicates(tmp_path):
+    args = ["--no-ray", "--counts", "train=4", "--width", "64", "--height", "64", "--frames", "8"]
+    killed = tmp_path / "killed"
+    proc = _cli(*args, "--out", str(killed))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_rows_if_any(killed)) < 3:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    made_before_kill = len(_rows_if_any(killed))
+    assert 3 <= made_before_kill < 20
+    resumed = _cli(*args, "--out", str(killed))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"{20 - made_before_kill} made now, {made_before_kill} already there" in out
+    fresh = _cli(*args, "--out", str(tmp_path / "fresh"))
+    _, err = fresh.communicate(timeout=300)
+    assert fresh.returncode == 0, err
+    assert sorted_manifest(killed) == sorted_manifest(tmp_path / "fresh")
+    assert len({r["clip_id"] for r in dataset.read_manifest(killed)}) == 20
+    assert not list(killed.rglob(f"*{dataset.TMP_MARK}*"))
+
+
+def _rows_if_any(root: Path) -> list:
+    try:
+        return (root / dataset.MANIFEST_FILE).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.slow
+def test_ray_path_generates_the_same_clips_as_the_in_process_loop(tmp_path, local_ray):
+    counts = {"train": 1, "test": 1}
+    via_ray = generate(tiny_config(tmp_path / "ray", counts=counts, no_ray=False, workers=2))
+    in_process = generate(tiny_config(tmp_path / "loop", counts=counts))
+    assert via_ray["new"] == 10
+    assert sorted_manifest(via_ray["root"]) == sorted_manifest(in_process["root"])
+    assert local_ray.is_initialized()  # the driver used the running Ray and left it up
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    code = main(["bench", "generate", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--primitives", "free_fall,rolling"], "unknown primitive 'rolling'"),
+        (["--counts", "train=2,val=3"], "unknown split 'val'"),
+        (["--counts", "train=-1"], "counts must be >= 0"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--width", "33"], "width is 33; must be even"),
+        (["--renderer", "povray"], "unknown renderer 'povray' (known: raster)"),
+        (["--set", "fsp=3"], "unknown option 'fsp'"),
+    ],
+)
+def test_bad_options_stop_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    code, line = run_cli(capsys, "--out", str(out), *args)
+    assert code == 2 and message in line and line.startswith("newtonrewards: error:")
+    assert not out.exists()
+
+
+def test_a_folder_holding_another_dataset_is_refused(tmp_path, capsys):
+    out = tmp_path / "ds"
+    generate(tiny_config(out, counts={"train": 1}, primitives=["free_fall"]))
+    before = sorted(p.name for p in out.rglob("*"))
+    code, line = run_cli(capsys, "--out", str(out), "--counts", "train=1", "--primitives", "free_fall",
+                         "--seed", "7", "--no-ray", "--width", "48", "--height", "48", "--frames", "6")  # fmt: skip
+    assert code == 2 and "holds another dataset (seed: 0 there, 7 asked" in line
+    assert sorted(p.name for p in out.rglob("*")) == before
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    code, line = run_cli(capsys, "--out", str(foreign), "--no-ray")
+    assert code == 2 and "not empty and holds no NewtonBench dataset.json" in line
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_a_corrupt_manifest_line_is_named_by_its_line_number(tmp_path, capsys):
+    out = tmp_path / "ds"
+    cfg = tiny_config(out, counts={"train": 2}, primitives=["free_fall"])
+    generate(cfg)
+    manifest = out / dataset.MANIFEST_FILE
+    lines = manifest.read_text().splitlines()
+    manifest.write_text(lines[0] + "\n" + lines[1][:25] + "\n")
+    with pytest.raises(Exception, match=r"manifest.jsonl:2: corrupt manifest line"):
+        generate(cfg)
+    code, line = run_cli(capsys, "--out", str(out), "--counts", "train=2", "--primitives", "free_fall", "--no-ray",
+                         "--width", "48", "--height", "48", "--frames", "6")  # fmt: skip
+    assert code == 2 and "manifest.jsonl:2: corrupt manifest line" in line
+
+
+def test_no_write_permission_is_one_clear_line():
+    base = Path(tempfile.mkdtemp(prefix="nr-perm-", dir="/tmp"))  # traversable by an unprivileged user
+    try:
+        base.chmod(0o755)
+        locked = base / "locked"
+        locked.mkdir(mode=0o555)
+        locked.chmod(0o555)
+        cmd = [sys.executable, "-m", "newtonrewards", "bench", "generate", "--out", str(locked / "nb"), "--no-ray"]
+        if os.geteuid() == 0:  # root writes anywhere: drop to an unprivileged user, as a real user would be
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=base)
+        assert done.returncode == 2, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last == f"newtonrewards: error: {locked}: no write permission; choose another --out"
+        assert not (locked / "nb").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
