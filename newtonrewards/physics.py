@@ -86,8 +86,9 @@ def ballistic_segments(
 ) -> list[Segment]:
     """Flight under gravity until the centre reaches `rest_z` (ground impact), then a perfectly inelastic landing.
 
-    After impact the vertical velocity is absorbed; a horizontal velocity decays by kinetic friction (a = -mu g)
-    until the object rests. This covers free fall and both throws.
+    The impact absorbs the vertical velocity; its friction impulse (at most mu times the normal impulse m |vz|)
+    takes up to mu |vz| off the horizontal speed at once; what is left decays by kinetic friction (a = -mu g)
+    until the object rests. This covers free fall and both throws (objects translate, never spin).
     """
     p0, v0 = np.asarray(p0, float), np.asarray(v0, float)
     a = np.array([0.0, 0.0, -g])
@@ -99,7 +100,7 @@ def ballistic_segments(
         return segs
     p_hit, v_hit = _state_at(segs[0], t_hit)
     p_hit[2] = rest_z
-    vx = v_hit[0]
+    vx = np.sign(v_hit[0]) * max(0.0, abs(v_hit[0]) - mu_ground * abs(v_hit[2]))
     if abs(vx) > 0 and mu_ground > 0:
         decel = mu_ground * g
         t_stop = t_hit + abs(vx) / decel

@@ -67,12 +67,20 @@ def test_free_fall_lands_at_the_textbook_time_and_rests():
     assert traj.position[2, 2] == pytest.approx(r) and np.all(traj.velocity[2] == 0)
 
 
-def test_landing_slide_stops_after_v_over_mu_g():
-    v, mu, g = 3.0, 0.4, 9.81
-    segs = physics.ballistic_segments((0, 0, 0.1), (v, 0, 0), g, 0.1, mu, 10.0)
+def test_landing_takes_mu_vz_off_the_speed_then_slides_to_a_stop_after_v_over_mu_g():
+    vx, mu, g, h = 5.0, 0.2, 9.81, 0.8
+    segs = physics.ballistic_segments((0, 0, 0.1 + h), (vx, 0, 0), g, 0.1, mu, 10.0)
     assert [s.event for s in segs] == ["release", "impact", "stop"]
+    t_hit = math.sqrt(2 * h / g)
+    v = vx - mu * g * t_hit  # the impact's friction impulse is at most mu times the normal impulse m g t_hit
+    assert segs[1].v0[0] == pytest.approx(v) and segs[1].p0[0] == pytest.approx(vx * t_hit)
     assert segs[2].t0 - segs[1].t0 == pytest.approx(v / (mu * g))
-    assert segs[2].p0[0] == pytest.approx(v**2 / (2 * mu * g))  # impact at x = 0, then v^2 / (2 mu g)
+    assert segs[2].p0[0] - segs[1].p0[0] == pytest.approx(v**2 / (2 * mu * g))
+
+
+def test_a_rough_landing_stops_the_object_at_once():
+    segs = physics.ballistic_segments((0, 0, 1.1), (1.0, 0, 0), 9.81, 0.1, 0.5, 10.0)
+    assert [(s.event, s.phase) for s in segs] == [("release", physics.FLIGHT), ("impact", physics.REST)]
 
 
 def test_ramp_up_stops_and_slides_back_only_if_tan_theta_exceeds_mu():

@@ -169,6 +169,8 @@ def _sample_params(rng: np.random.Generator, split: str, primitive: str, g: floa
 def _sample_object(rng: np.random.Generator, split: str, primitive: str, params: dict) -> ObjectSpec:
     shape, texture, color = assets.assets_for(split, primitive)[rng.integers(len(assets.assets_for(split, primitive)))]
     half = _sample_half_extents(rng, shape)
+    while not _slides_without_tipping(half, params["mu"]):
+        half = _sample_half_extents(rng, shape)
     volume = (4.0 / 3.0 * math.pi * half[0] ** 3) if shape == "sphere" else (
         math.pi * half[0] ** 2 * 2 * half[2] if shape == "cylinder" else 8 * half[0] * half[1] * half[2]
     )
@@ -188,6 +190,11 @@ def _sample_object(rng: np.random.Generator, split: str, primitive: str, params:
         mu=params["mu"],
         rotation=rotation,
     )
+
+
+def _slides_without_tipping(half: tuple[float, float, float], mu: float) -> bool:
+    """Friction at the base tips a sliding block once mu * half_height > half_length; keep a 20% margin."""
+    return mu * half[2] <= 0.8 * half[0]
 
 
 def _sample_half_extents(rng: np.random.Generator, shape: str) -> tuple[float, float, float]:
