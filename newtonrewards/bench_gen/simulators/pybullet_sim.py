@@ -23,10 +23,8 @@ Configuration, and why (measured; tests/test_pybullet_agreement.py checks each p
 - The ramp is a large box rotated so that its top face is the incline (a box keeps its margin inside, a convex mesh
   prism would add it outside; a 48-sided mesh cylinder, tried instead of Bullet's cylinder, rocked more).
 
-Where Bullet leaves the closed form (after the first segment; measured on NewtonBench scenes): the landing impulse
-carries friction, which takes most of the horizontal speed at once (Coulomb: up to mu times the vertical speed),
-while the closed form keeps all of it and decelerates by mu g, so a landed box slides 3-16x shorter; boxes and
-cylinders may also tip, bounce and tumble on landing. A cylinder with mu * half height ~ radius tips over on a ramp.
+Where Bullet leaves the closed form (after the first segment; measured on NewtonBench scenes): boxes and cylinders
+may bounce, tip and tumble on landing (a one-point contact), while the closed form's objects translate and land flat.
 """
 
 from __future__ import annotations
