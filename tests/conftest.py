@@ -34,3 +34,11 @@ def local_ray():
     )
     yield ray
     ray.shutdown()
+
+
+try:  # tiny models run 5-60x slower with two threads on this machine (docs/PERFORMANCE.md)
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:
+    pass
