@@ -28,6 +28,7 @@ SUN_TINT = np.array([1.0, 0.97, 0.92], dtype=np.float32)
 HAZE_DISTANCE = 120.0  # m, aerial perspective: distant ground fades into the horizon colour
 RAMP_GLOSS = {"wood": (0.08, 16.0), "metal": (0.45, 60.0), "painted": (0.15, 30.0)}  # (specular weight, exponent)
 OBJECT_GLOSS = (0.25, 40.0)
+CONTACT_REACH = 2.5  # the moving object darkens sky light within this many of its radii (contact shadows)
 
 
 def _tone_curve() -> np.ndarray:
@@ -45,10 +46,32 @@ def to_uint8(radiance: np.ndarray) -> np.ndarray:
     return _TONE_LUT[np.clip(radiance * 512.0 + 0.5, 0, 2047).astype(np.int32)]
 
 
-def block_sum(x: np.ndarray, s: int) -> np.ndarray:
-    """Sum over s x s blocks: [h*s, w*s] -> [h, w] (supersamples to pixels)."""
+def union_box(a, b):
+    """Smallest box (y0, y1, x0, x1) holding boxes a and b (either may be None)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
+
+
+def sphere_occlusion(coords: np.ndarray, centre: np.ndarray, up: np.ndarray, radius: float) -> np.ndarray:
+    """Share [h, w] of the sky a sphere blocks for up-facing receivers: its form factor cos(theta) r^2 / d^2.
+
+    coords: [3, h, w] receiver points and centre, up: [3] the sphere centre and the world up axis, all in one
+    orthonormal frame (here the sun frame). It fades to exactly 0 at CONTACT_REACH radii, inside the contact box.
+    This grounds a resting object with a soft contact shadow.
+    """
+    d = centre.astype(np.float32)[:, None, None] - coords
+    dist2 = np.maximum(d[0] * d[0] + d[1] * d[1] + d[2] * d[2], np.float32(1e-6))
+    dist = np.sqrt(dist2)
+    cosine = (up[0] * d[0] + up[1] * d[1] + up[2] * d[2]) / dist
+    fade = 1.0 - tex.smoothstep(0.5 * CONTACT_REACH * radius, CONTACT_REACH * radius, dist)
+    return np.clip(cosine * np.float32(radius * radius) / dist2, 0.0, 1.0) * fade
+
+
+def block_mean(x: np.ndarray, s: int) -> np.ndarray:
+    """Mean over s x s blocks (supersamples to pixels): float32 [h*s, w*s, (C)] -> [h, w, (C)]; an exact box filter."""
     h, w = x.shape[0] // s, x.shape[1] // s
-    return x.reshape(h, s, w, s).sum(axis=(1, 3))
+    return cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA).reshape((h, w) + x.shape[2:])
 
 
 @dataclass(frozen=True)
@@ -138,6 +161,7 @@ class StaticScene:
     rays: geo.Rays
     radiance: np.ndarray  # [Hs, Ws, 3] float32, linear
     sun: np.ndarray  # [Hs, Ws, 3] float32, the share of radiance a new shadow removes
+    ambient: np.ndarray  # [Hs, Ws, 3] float32, the sky-lit share (0 for the sky itself)
     depth: np.ndarray  # [Hs, Ws] float32 m, +inf for sky
     coords: np.ndarray  # [3, Hs, Ws] float32, sun-space coordinates of the surface points (the camera's for sky)
     top: float  # m, height of the highest static surface (no shadow receiver lies above it)
@@ -269,9 +293,11 @@ class StaticBuilder:
         R, c = np.asarray(obj.rotation, dtype=np.float32), np.asarray(obj.position, dtype=np.float32)
         ii, jj, t, d, p = self._gather(FIRST_DISTRACTOR + k)
         local = (p - c) @ R
-        normal = geo.shape_normals(obj.shape, obj.half_extents, local) @ R.T
+        local_normal = geo.shape_normals(obj.shape, obj.half_extents, local)
+        normal = local_normal @ R.T
         view, _ = _surface_params(t, d, normal, self.focal)
-        self._store(ii, jj, tex.object_albedo(self.patterns[k], local), normal, view, OBJECT_GLOSS)
+        albedo = tex.object_albedo(self.patterns[k], obj.shape, obj.half_extents, local, local_normal)
+        self._store(ii, jj, albedo, normal, view, OBJECT_GLOSS)
 
     def _sun_coords(self) -> np.ndarray:
         """Sun-space coordinates [3, Hs, Ws] of every static surface point (the camera position for sky)."""
@@ -318,33 +344,47 @@ class StaticBuilder:
         return cv2.resize(sky, (self.depth.shape[1], self.depth.shape[0]), interpolation=cv2.INTER_LINEAR)
 
     def _finish(self, radiance: np.ndarray, coords: np.ndarray) -> StaticScene:
-        """Step 4: box-filter to pixels; per pixel the majority instance (ties to the distractor) and its depth."""
+        """Step 4: box-filter to pixels; the majority instance (ties to the distractor) and the depth of its surface."""
         s, cam = self.s, self.spec.camera
-        codes = np.array([SCENERY_ID, SCENERY_ID, SCENERY_ID, *range(FIRST_DISTRACTOR_ID, 256 - FIRST_DISTRACTOR)])
-        inst_ss = codes[self.surface].astype(np.uint8)
-        best = np.full((cam.height, cam.width), SCENERY_ID, dtype=np.uint8)
-        best_count = block_sum(inst_ss == SCENERY_ID, s)
-        for k in range(len(self.spec.distractors)):
-            count = block_sum(inst_ss == FIRST_DISTRACTOR_ID + k, s)
-            take = (count > 0) & (count >= best_count)
-            best[take], best_count[take] = FIRST_DISTRACTOR_ID + k, count[take]
-        rgb = to_uint8(cv2.resize(radiance, (cam.width, cam.height), interpolation=cv2.INTER_AREA))
-        depth = self._pixel_depth(codes, best)
-        return StaticScene(self.rays, radiance, self.sun, self.depth, coords, self.top, rgb, best, depth)
+        finite = np.where(np.isfinite(self.depth), self.depth, 0.0)
+        surfaces = {}  # surface code -> (subsample count [H, W], mean depth [H, W]) per pixel
+        for code in np.unique(self.surface):
+            on = (self.surface == code).astype(np.float32)
+            m = block_mean(np.dstack([on, on * finite]), s)
+            count = np.rint(m[..., 0] * (s * s)).astype(np.int32)
+            surfaces[code] = (count, np.full(count.shape, np.inf) if code == SKY else m[..., 1] / np.maximum(m[..., 0], 1e-9))
+        instance = self._pixel_instance(surfaces)
+        depth = self._pixel_depth(surfaces, instance)
+        rgb = to_uint8(block_mean(radiance, s))
+        return StaticScene(
+            self.rays, radiance, self.sun, self.ambient, self.depth, coords, self.top, rgb, instance, depth
+        )
 
-    def _pixel_depth(self, codes: np.ndarray, instance: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _instance_of(code: int) -> int:
+        return SCENERY_ID if code < FIRST_DISTRACTOR else FIRST_DISTRACTOR_ID + code - FIRST_DISTRACTOR
+
+    def _pixel_instance(self, surfaces: dict) -> np.ndarray:
+        """[H, W] uint8: the instance holding most of the pixel's subsamples (ties to the distractor)."""
+        first = next(iter(surfaces.values()))[0]
+        scenery = sum(c for code, (c, _) in surfaces.items() if code < FIRST_DISTRACTOR)
+        best = np.full(first.shape, SCENERY_ID, dtype=np.uint8)
+        best_count = scenery + np.zeros_like(first)
+        for code, (count, _) in surfaces.items():
+            if code >= FIRST_DISTRACTOR:
+                take = (count > 0) & (count >= best_count)
+                best[take], best_count[take] = self._instance_of(code), count[take]
+        return best
+
+    def _pixel_depth(self, surfaces: dict, instance: np.ndarray) -> np.ndarray:
         """[H, W] float32: mean depth of the pixel's most frequent surface within its instance (ties to the nearer).
 
         Averaging one surface only keeps edge pixels on a real surface instead of halfway between two.
         """
-        s = self.s
-        best_count = np.zeros(instance.shape, dtype=np.int64)
+        best_count = np.zeros(instance.shape, dtype=np.int32)
         best_depth = np.full(instance.shape, np.inf)
-        finite = np.where(np.isfinite(self.depth), self.depth, 0.0)
-        for code in np.unique(self.surface):
-            on = self.surface == code
-            count = np.where(codes[code] == instance, block_sum(on, s), 0)
-            mean = np.inf if code == SKY else block_sum(np.where(on, finite, 0.0), s) / np.maximum(count, 1)
+        for code, (count, mean) in surfaces.items():
+            count = np.where(instance == self._instance_of(code), count, 0)
             take = (count > best_count) | ((count == best_count) & (count > 0) & (mean < best_depth))
             best_count = np.where(take, count, best_count)
             best_depth = np.where(take, mean, best_depth)
@@ -362,10 +402,21 @@ class MovingObject:
         outline = geo.shape_outline_points(obj.shape, obj.half_extents, lighting.basis[2], self.R)
         corners = geo.shape_corners(obj.half_extents) @ self.R.T
         self.occluder = Occluder(geo.silhouette(outline, lighting.basis), np.zeros(3), corners)
+        self.radius = float(np.mean(obj.half_extents))  # of the sphere standing in for it in contact shadows
 
     def box(self, spec: SceneSpec, centre: np.ndarray):
         """Pixel box of the object centred at `centre`, or None off screen."""
         return geo.screen_box(spec.camera, self.occluder.corners + centre)
+
+    def contact_box(self, spec: SceneSpec, centre: np.ndarray, top: float):
+        """Pixel box of the surfaces the object's contact shadow reaches, or None when it is far above them all."""
+        reach = CONTACT_REACH * self.radius
+        corners = self.occluder.corners + centre
+        if corners[:, 2].min() > top + reach:
+            return None
+        grown = np.concatenate([corners, geo.shape_corners([reach] * 3) + centre])
+        grown[:, 2] = np.maximum(grown[:, 2], 0.0)
+        return geo.screen_box(spec.camera, grown)
 
 
 class RasterRenderer:
@@ -421,10 +472,13 @@ class _FrameLoop:
     def _frame(self, t: int) -> None:
         """Shadow box, then object box, then box-filter both into frame t and restore the working buffer."""
         centre = self.pos[t]
-        occluder, top = self.mover.occluder, self.static.top
-        boxes = [occluder.shadow_box(self.spec, self.lighting, top, centre), self.mover.box(self.spec, centre)]
-        if boxes[0] is not None:
-            self._shadow(boxes[0], centre)
+        mover, top = self.mover, self.static.top
+        receivers = union_box(
+            mover.occluder.shadow_box(self.spec, self.lighting, top, centre), mover.contact_box(self.spec, centre, top)
+        )
+        boxes = [receivers, mover.box(self.spec, centre)]
+        if receivers is not None:
+            self._shadow(receivers, centre)
         if boxes[1] is not None:
             self._object(t, boxes[1], centre)
         s = self.s
@@ -441,11 +495,15 @@ class _FrameLoop:
                 self.work[y0:y1, x0:x1] = self.static.radiance[y0:y1, x0:x1]
 
     def _shadow(self, box, centre: np.ndarray) -> None:
-        """Remove the sun share of static samples in the box by the object's soft shadow."""
+        """Darken static samples in the box: the sun share by the object's soft shadow, the sky share near contact."""
         y0, y1, x0, x1 = (v * self.s for v in box)
-        vis = self.mover.occluder.visibility(self.lighting, self.static.coords[:, y0:y1, x0:x1], centre)
-        st = self.static
-        self.work[y0:y1, x0:x1] = st.radiance[y0:y1, x0:x1] - st.sun[y0:y1, x0:x1] * (1.0 - vis)[..., None]
+        st, basis = self.static, self.lighting.basis
+        coords = st.coords[:, y0:y1, x0:x1]
+        shade = st.sun[y0:y1, x0:x1] * (1.0 - self.mover.occluder.visibility(self.lighting, coords, centre))[..., None]
+        if self.mover.contact_box(self.spec, centre, st.top) is not None:
+            occlusion = sphere_occlusion(coords, basis @ centre, basis[:, 2], self.mover.radius)
+            shade += st.ambient[y0:y1, x0:x1] * occlusion[..., None]
+        self.work[y0:y1, x0:x1] = st.radiance[y0:y1, x0:x1] - shade
 
     def _object(self, t: int, box, centre: np.ndarray) -> None:
         """Ray cast and shade the object in its box; write its instance, depth, flow, centroid and area."""
@@ -461,34 +519,37 @@ class _FrameLoop:
             return
         depth = hit_t[ii, jj]
         p = local.points_at(ii, jj, depth)
-        normal = geo.shape_normals(mover.shape, mover.half, p) @ mover.R.T.astype(np.float32)
+        local_normal = geo.shape_normals(mover.shape, mover.half, p)
+        normal = local_normal @ mover.R.T.astype(np.float32)
         d = world.direction_at(ii, jj)
         view = -d / np.linalg.norm(d, axis=1, keepdims=True)
-        ambient, sun = self.lighting.shade(tex.object_albedo(mover.pattern, p), normal, view, OBJECT_GLOSS)
-        self.work[sy0:sy1, sx0:sx1][ii, jj] = ambient + sun
-        self._layers(t, box, ii, jj, depth)
+        albedo = tex.object_albedo(mover.pattern, mover.shape, mover.half, p, local_normal)
+        ambient, sun = self.lighting.shade(albedo, normal, view, OBJECT_GLOSS)
+        rgb_mask = np.repeat(mask[..., None], 3, axis=2)  # boolean writes beat fancy (ii, jj) indexing here
+        self.work[sy0:sy1, sx0:sx1][rgb_mask] = (ambient + sun).ravel()
+        self._layers(t, box, mask, ii, jj, depth)
 
-    def _layers(self, t: int, box, ii, jj, depth) -> None:
+    def _layers(self, t: int, box, mask, ii, jj, depth) -> None:
         """Per-pixel majority mask (ties to the object), mean depth and flow of the object's subsamples."""
-        s = self.s
+        s, cam = self.s, self.spec.camera
         y0, y1, x0, x1 = box
-        h, w = y1 - y0, x1 - x0
-        pix = (ii // s) * w + jj // s
-        count = np.bincount(pix, minlength=h * w).reshape(h, w)
-        mine = count * 2 >= s * s
-        self.instance[t, y0:y1, x0:x1][mine] = OBJECT_ID
-        depth_sum = np.bincount(pix, weights=depth, minlength=h * w).reshape(h, w)
-        self.depth[t, y0:y1, x0:x1][mine] = (depth_sum[mine] / count[mine]).astype(np.float32)
         a, b = self.a[x0 * s + jj], self.b[y0 * s + ii]
         self.area[t] = ii.size / (s * s)
-        self.centroid[t] = (self.spec.camera.fx * a.mean() + self.spec.camera.cx,
-                            self.spec.camera.fy * b.mean() + self.spec.camera.cy)
-        if t + 1 >= self.spec.num_frames:
-            return
-        shift = self.camera_R @ (self.pos[t + 1] - self.pos[t])  # the motion in camera coordinates, m
-        z = depth + np.float32(shift[2])
-        du = self.spec.camera.fx * ((depth * a + np.float32(shift[0])) / z - a)
-        dv = self.spec.camera.fy * ((depth * b + np.float32(shift[1])) / z - b)
-        for k, comp in enumerate((du, dv)):
-            total = np.bincount(pix, weights=comp, minlength=h * w).reshape(h, w)
-            self.flow[t, k, y0:y1, x0:x1][mine] = (total[mine] / count[mine]).astype(np.float32)
+        self.centroid[t] = (cam.fx * a.mean() + cam.cx, cam.fy * b.mean() + cam.cy)
+        channels = [np.ones_like(depth), depth]
+        if t + 1 < self.spec.num_frames:
+            shift = self.camera_R @ (self.pos[t + 1] - self.pos[t])  # the motion in camera coordinates, m
+            z = depth + np.float32(shift[2])
+            channels.append(cam.fx * ((depth * a + np.float32(shift[0])) / z - a))
+            channels.append(cam.fy * ((depth * b + np.float32(shift[1])) / z - b))
+        planes = [np.zeros(mask.shape, dtype=np.float32) for _ in channels]
+        for plane, values in zip(planes, channels):
+            plane[mask] = values
+        sums = block_mean(cv2.merge(planes), s) * np.float32(s * s)  # per pixel: count, then sums of depth and flow
+        count = np.rint(sums[..., 0])
+        mine = count * 2 >= s * s
+        means = sums[mine][:, 1:] / count[mine][:, None]
+        self.instance[t, y0:y1, x0:x1][mine] = OBJECT_ID
+        self.depth[t, y0:y1, x0:x1][mine] = means[:, 0]
+        for k in range(len(channels) - 2):
+            self.flow[t, k, y0:y1, x0:x1][mine] = means[:, 1 + k]

@@ -16,6 +16,9 @@ from newtonrewards.bench_gen.spec import GroundSpec, LightSpec, RampSpec
 
 NOISE_SIZE = 256
 _MAX_REMAP_WIDTH = 4096  # cv2.remap wants maps narrower than 32767: long 1-D inputs are folded into rows
+# cv2.remap wraps (BORDER_WRAP) by itself but holds coordinates as int16; ground textures are faded to their mean
+# (or hazed) long before this many texels (~117 periods) from the origin, so clamping there costs nothing.
+_MAX_TEXEL = 30000.0
 WHITE = np.array([0.92, 0.92, 0.9], dtype=np.float32)
 
 
@@ -41,8 +44,8 @@ class NoiseBank:
     def sample(self, tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Bilinear lookups of `tex` at (u, v) in texture periods (any shape); returns float32 of u's shape."""
         shape = u.shape
-        mx = np.remainder(u.astype(np.float32) * NOISE_SIZE, NOISE_SIZE).ravel()
-        my = np.remainder(v.astype(np.float32) * NOISE_SIZE, NOISE_SIZE).ravel()
+        mx = np.clip(u.astype(np.float32) * NOISE_SIZE, -_MAX_TEXEL, _MAX_TEXEL).ravel()
+        my = np.clip(v.astype(np.float32) * NOISE_SIZE, -_MAX_TEXEL, _MAX_TEXEL).ravel()
         if u.ndim == 2 and 0 < shape[1] < _MAX_REMAP_WIDTH:
             mx, my = mx.reshape(shape), my.reshape(shape)
         else:
@@ -92,31 +95,38 @@ def _line(frac, width: float, blur):
     return 1.0 - smoothstep(width - blur, width + blur, edge)
 
 
+def _smooth(bank: NoiseBank, x, y, period: float, fp) -> np.ndarray:
+    """Zero-mean fBm in about [-0.5, 0.5] repeating every `period` m; fades where the footprint passes period / 16."""
+    return (bank.sample(bank.smooth, x / period, y / period) - 0.5) * detail(fp, period / 16)
+
+
+def _fine(bank: NoiseBank, x, y, period_x: float, period_y: float, fp) -> np.ndarray:
+    """Zero-mean grain in about [-0.5, 0.5], wavelength ~ period / 40 along each axis; fades when unresolved."""
+    return (bank.sample(bank.fine, x / period_x, y / period_y) - 0.5) * detail(fp, min(period_x, period_y) / 40)
+
+
 def ground_albedo(ground: GroundSpec, x: np.ndarray, y: np.ndarray, fp: np.ndarray, bank: NoiseBank) -> np.ndarray:
     """Albedo [..., 3] of the ground texture at world (x, y) (m) seen with sample footprint fp (m)."""
     s = float(ground.scale)
     a, b = ground.color_a, ground.color_b
     if ground.texture == "grass":
-        patches = bank.sample(bank.smooth, x / (16 * s), y / (16 * s))
-        clumps = (bank.sample(bank.fine, x / (6 * s), y / (6 * s)) - 0.5) * detail(fp, 0.15 * s)
-        blades = (bank.sample(bank.fine, x / (1.2 * s), y / (2.4 * s)) - 0.5) * detail(fp, 0.03 * s)
-        m = np.clip(0.1 + 0.8 * patches + 0.6 * clumps, 0, 1)
-        shade = 0.92 + 0.5 * blades + 0.2 * clumps
-        return mix(a, b, m) * shade[..., None]
+        patches = _smooth(bank, x, y, 16 * s, fp)
+        clumps = _fine(bank, x, y, 6 * s, 6 * s, fp)
+        blades = _fine(bank, x, y, 1.2 * s, 2.4 * s, fp)
+        m = np.clip(0.5 + 0.8 * patches + 0.6 * clumps, 0, 1)
+        return mix(a, b, m) * (0.92 + 0.5 * blades + 0.2 * clumps)[..., None]
     if ground.texture == "sand":
-        dunes = bank.sample(bank.smooth, x / (10 * s), y / (10 * s))
-        ripple = np.sin((x * 0.8 + y * 0.6) * (2 * np.pi / (0.4 * s)) + 9.0 * dunes)
-        grain = bank.sample(bank.fine, x / (0.8 * s), y / (0.8 * s)) - 0.5
-        shade = 1.0 + 0.06 * ripple * detail(fp, 0.4 * s) + 0.25 * grain * detail(fp, 0.02 * s)
-        return mix(a, b, dunes) * shade[..., None]
+        dunes = _smooth(bank, x, y, 10 * s, fp)
+        ripple = np.sin((x * 0.8 + y * 0.6) * (2 * np.pi / (0.4 * s)) + 9.0 * dunes) * detail(fp, 0.4 * s)
+        grain = _fine(bank, x, y, 0.8 * s, 0.8 * s, fp)
+        return mix(a, b, 0.5 + dunes) * (1.0 + 0.06 * ripple + 0.25 * grain)[..., None]
     if ground.texture == "tiles":
         u, v = x / s, y / s
         ix, iy = np.floor(u), np.floor(v)
-        tone = cell_hash(ix, iy, bank.seed)
-        stain = bank.sample(bank.smooth, x / (6 * s), y / (6 * s))
+        tone = (cell_hash(ix, iy, bank.seed) - 0.5) * detail(fp, s)
         blur = np.maximum(fp / s, 0.01)
         grout = np.maximum(_line(u - ix, 0.03, blur), _line(v - iy, 0.03, blur)) * detail(fp, 0.06 * s)
-        col = mix(a, b, np.clip(0.75 * tone + 0.5 * (stain - 0.5), 0, 1))
+        col = mix(a, b, np.clip(0.5 + 0.75 * tone + 0.5 * _smooth(bank, x, y, 6 * s, fp), 0, 1))
         return col * (1.0 - 0.55 * grout)[..., None]
     if ground.texture == "wood":
         width, length = 0.5 * s, 4.0 * s
@@ -125,19 +135,17 @@ def ground_albedo(ground: GroundSpec, x: np.ndarray, y: np.ndarray, fp: np.ndarr
         shift = cell_hash(iy, 7, bank.seed) * length
         u = (x + shift) / length
         ix = np.floor(u)
-        tone = cell_hash(ix, iy, bank.seed)
-        grain = bank.sample(bank.fine, (x + shift) / (6 * s), y / (1.2 * s))
+        tone = (cell_hash(ix, iy, bank.seed) - 0.5) * detail(fp, width)
+        grain = _fine(bank, x + shift, y, 6 * s, 1.2 * s, fp)
         seam = _line(v - iy, 0.03, np.maximum(fp / width, 0.01))
         joint = _line(u - ix, 0.004, np.maximum(fp / length, 0.003))
         lines = np.maximum(seam, joint) * detail(fp, 0.05 * s)
-        m = np.clip(0.65 * tone + 0.6 * (grain - 0.5) * detail(fp, 0.03 * s), 0, 1)
+        m = np.clip(0.5 + 0.65 * tone + 0.6 * grain, 0, 1)
         return mix(a, b, m) * (1.0 - 0.6 * lines)[..., None]
     if ground.texture == "asphalt":
-        base = bank.sample(bank.smooth, x / (8 * s), y / (8 * s))
-        grit = bank.sample(bank.fine, x / (1.2 * s), y / (1.2 * s))
-        specks = smoothstep(0.72, 0.85, grit) * detail(fp, 0.03 * s)
-        m = np.clip(base + 0.5 * (grit - 0.5) * detail(fp, 0.03 * s), 0, 1)
-        return mix(a, b, m) * (1.0 + 0.6 * specks)[..., None]
+        grit = _fine(bank, x, y, 1.2 * s, 1.2 * s, fp)
+        m = np.clip(0.5 + _smooth(bank, x, y, 8 * s, fp) + 0.5 * grit, 0, 1)
+        return mix(a, b, m) * (1.0 + 0.6 * smoothstep(0.22, 0.35, grit))[..., None]
     raise ValueError(f"unknown ground texture {ground.texture!r}; known: grass, sand, tiles, wood, asphalt")
 
 
@@ -192,12 +200,36 @@ def _second_colour(color: np.ndarray) -> np.ndarray:
     return (0.3 * color).astype(np.float32)
 
 
-def object_albedo(pattern: ObjectPattern, p: np.ndarray) -> np.ndarray:
-    """Albedo [n, 3] at object-local surface points p [n, 3] (m): the texture moves rigidly with the object."""
+def surface_coords(shape: str, half_extents, p: np.ndarray, n: np.ndarray, period: float) -> np.ndarray:
+    """Coordinates [n, 3] (m) that lie flat on each face: a lattice pattern shows on every face of a box or cylinder.
+
+    Box faces drop their normal axis; a cylinder's side unrolls to (arc length, 0, z) with a whole, even number of
+    periods around it so patterns close without a seam; a sphere keeps its 3D point. p, n: local points and normals.
+    """
+    if shape == "sphere":
+        return p
+    if shape in ("cube", "box"):
+        return p * (1.0 - np.abs(n))
+    r = float(half_extents[0])
+    cells = 2 * max(1, round(np.pi * r / period))
+    arc = np.arctan2(p[:, 1], p[:, 0]) * (cells * period / (2 * np.pi))
+    cap = np.abs(n[:, 2]) > 0.5
+    side = np.stack([arc, np.zeros_like(arc), p[:, 2]], axis=1)
+    return np.where(cap[:, None], p * np.array([1.0, 1.0, 0.0], dtype=np.float32), side).astype(np.float32)
+
+
+def object_albedo(pattern: ObjectPattern, shape: str, half_extents, p: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Albedo [n, 3] at object-local surface points p [n, 3] (m) with local normals n: moves rigidly with the object."""
     c, s, tex = pattern.color, pattern.size, pattern.texture
     second = _second_colour(c)
     if tex == "solid":
         return np.broadcast_to(c, p.shape).copy()
+    if tex == "marble":
+        w = pattern.waves
+        noise = np.sin(p @ w[:, :3].T + w[:, 3]).sum(axis=1) / 3.0
+        vein = 1.0 - smoothstep(0.0, 0.3, np.abs(np.sin(p[:, 0] * (4.0 / s) + 2.5 * noise)))
+        return mix(c, second, 0.8 * vein)
+    p = surface_coords(shape, half_extents, p, n, s)
     if tex == "checker":
         parity = np.floor(p / s).astype(np.int32).sum(axis=1) & 1
         return mix(c, second, parity.astype(np.float32))
@@ -209,11 +241,6 @@ def object_albedo(pattern: ObjectPattern, p: np.ndarray) -> np.ndarray:
         d = p / cell - np.round(p / cell)
         dot = 1.0 - smoothstep(0.26, 0.32, np.linalg.norm(d, axis=1))
         return mix(c, second, dot)
-    if tex == "marble":
-        w = pattern.waves
-        noise = np.sin(p @ w[:, :3].T + w[:, 3]).sum(axis=1) / 3.0
-        vein = 1.0 - smoothstep(0.0, 0.3, np.abs(np.sin(p[:, 0] * (4.0 / s) + 2.5 * noise)))
-        return mix(c, second, 0.8 * vein)
     raise ValueError(f"unknown object texture {tex!r}; known: solid, checker, stripes, dots, marble")
 
 
