@@ -1,0 +1,367 @@
+"""Reward functions against closed forms: a textured square on a static background, moved along known paths.
+
+Flows are built directly as the exact displacement of the square (its pixels in frame t carry c(t+1) - c(t), every
+other pixel 0), so these tests check the reward functions themselves, not a flow model. Every assertion compares
+two clips whose physics differ, or a value with its closed form, so a wrong residual, weight or reduction fails.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from newtonrewards.rewards import (
+    NewtonReward,
+    RewardConfig,
+    eulerian_residual,
+    kinematic_loss,
+    lagrangian_residual,
+    mass_loss,
+    motion_floor,
+    newton_loss,
+)
+
+HW, SIZE, FRAMES = 64, 12, 16  # frame side, square side (px), frames per clip
+THROW = dict(p0=(12.0, 40.0), v0=(2.0, -2.5), a=(0.0, 0.3))  # px, px/frame, px/frame^2 (+y down)
+
+
+def centres(times, p0, v0, a) -> torch.Tensor:
+    """Square centre (x, y) px at (possibly fractional) frame times under constant acceleration -> [T, 2] float64."""
+    t = torch.as_tensor(times, dtype=torch.float64)[:, None]
+    return torch.tensor(p0) + torch.tensor(v0) * t + 0.5 * torch.tensor(a) * t**2
+
+
+def physical_times(frames: int = FRAMES) -> torch.Tensor:
+    return torch.arange(frames, dtype=torch.float64)
+
+
+def retimed_times(frames: int = FRAMES) -> torch.Tensor:
+    """Non-uniform timing of the same path: frame t shows time t + 2 sin(2 pi t / 11)."""
+    t = physical_times(frames)
+    return t + 2.0 * torch.sin(2.0 * math.pi * t / 11.0)
+
+
+def _grid(hw: int = HW) -> tuple[torch.Tensor, torch.Tensor]:
+    ys, xs = torch.meshgrid(torch.arange(hw, dtype=torch.float64), torch.arange(hw, dtype=torch.float64), indexing="ij")
+    return xs, ys
+
+
+def object_flow(path: torch.Tensor, size: int = SIZE, hw: int = HW) -> torch.Tensor:
+    """Exact flow of the square: c(t+1) - c(t) on pixels whose centre lies in the square at frame t -> [1, T-1, 2, H, W]."""
+    xs, ys = _grid(hw)
+    flow = torch.zeros(len(path) - 1, 2, hw, hw, dtype=torch.float64)
+    for t in range(len(path) - 1):
+        on = ((xs - path[t, 0]).abs() < size / 2) & ((ys - path[t, 1]).abs() < size / 2)
+        flow[t, :, on] = (path[t + 1] - path[t])[:, None]
+    return flow[None]
+
+
+def object_masks(path: torch.Tensor, size: int = SIZE, hw: int = HW) -> torch.Tensor:
+    """Pixels whose centre lies in the square, per frame -> [T, H, W] bool."""
+    xs, ys = _grid(hw)
+    return torch.stack([((xs - c[0]).abs() < size / 2) & ((ys - c[1]).abs() < size / 2) for c in path])
+
+
+def render(path: torch.Tensor, size: int = SIZE, hw: int = HW, visible: torch.Tensor | None = None) -> torch.Tensor:
+    """A red, texture-carrying square (anti-aliased) over a static blue-grey texture -> video [1, T, 3, H, W] float32."""
+    xs, ys = _grid(hw)
+    background = torch.stack([0.2 + 0.05 * torch.sin(xs / 3), 0.3 + 0.05 * torch.cos(ys / 4), 0.55 + 0.1 * torch.sin((xs + ys) / 5)])
+    frames = []
+    for t, c in enumerate(path):
+        u, v = xs - c[0], ys - c[1]
+        cover = ((size / 2 + 0.5 - u.abs()).clamp(0, 1) * (size / 2 + 0.5 - v.abs()).clamp(0, 1))[None]
+        if visible is not None and not visible[t]:
+            cover = cover * 0
+        texture = 0.5 + 0.25 * torch.sin(1.3 * u) * torch.cos(0.9 * v)
+        colour = torch.stack([0.6 + 0.3 * texture, 0.3 * texture, 0.1 + 0.1 * texture])
+        frames.append(cover * colour + (1 - cover) * background)
+    return torch.stack(frames)[None].float()
+
+
+def blur(flow: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian-smoothed flow [B, T-1, 2, H, W]: the soft motion edges a flow network produces."""
+    radius = int(3 * sigma)
+    x = torch.arange(-radius, radius + 1, dtype=flow.dtype)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    b, n, c, h, w = flow.shape
+    planes = F.pad(flow.reshape(-1, 1, h, w), (radius,) * 4, mode="replicate")
+    planes = F.conv2d(F.conv2d(planes, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+    return planes.view(b, n, c, h, w)
+
+
+# ---------------------------------------------------------------- kinematic: closed forms
+
+
+def test_constant_acceleration_leaves_no_residual_inside_the_object():
+    path = centres(physical_times(), **THROW)
+    flow = object_flow(path)
+    masks = object_masks(path)
+    # Eulerian: pixels inside the square (1 px margin) in all three frames of a residual see one rigid motion.
+    inner = masks & F.max_pool2d((~masks).float()[:, None], 3, 1, 1)[:, 0].eq(0)
+    interior = inner[:-3] & inner[1:-2] & inner[2:-1]
+    residual = eulerian_residual(flow)[0].norm(dim=1)
+    assert interior.sum() > 300
+    assert residual[interior].abs().max() < 1e-9
+    assert residual.max() > 1.0  # and there is a residual elsewhere: the edges
+    # Lagrangian: every track the function keeps (the square's inner particles and the static background) is exact.
+    residual, valid, _ = lagrangian_residual(flow)
+    kept_on_object = valid[0, :, 0] & masks[:-3]
+    assert kept_on_object.sum(dim=(1, 2)).min() >= 36  # at least a 6x6 core of the 12x12 square per residual
+    assert residual[0].norm(dim=1)[valid[0, :, 0]].max() < 1e-9
+
+
+def test_lagrangian_residual_of_an_exactly_advected_flow_vanishes_even_at_edges():
+    # Integer positions (v0 and a/2 integers), so every particle of the square lands on a pixel centre.
+    path = centres(torch.arange(7.0), p0=(14.0, 40.0), v0=(3.0, -4.0), a=(0.0, 2.0))
+    flow = object_flow(path)
+    masks = object_masks(path)[:-3]  # particles of the square in the frame each residual starts from
+    edge = masks & ~F.avg_pool2d(masks.float()[:, None], 3, 1, 1, count_include_pad=False)[:, 0].eq(1)
+    lagrangian, _, _ = lagrangian_residual(flow)
+    eulerian = eulerian_residual(flow)
+    assert edge.sum() > 100
+    assert lagrangian[0].norm(dim=1)[masks].max() < 1e-12
+    assert eulerian[0].norm(dim=1)[edge].mean() > 1.0
+
+
+def _retiming_ratio(mode: str, motion_weight: bool, sigma: float) -> float:
+    losses = []
+    for times in (physical_times(), retimed_times()):
+        flow = object_flow(centres(times, **THROW))
+        flow = blur(flow, sigma) if sigma else flow
+        losses.append(kinematic_loss(flow, mode, "mse", motion_weight)[0])
+    physical, retimed = losses
+    return float(retimed / physical.clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.0], ids=["exact-flow", "smoothed-flow"])
+@pytest.mark.parametrize("motion_weight", [False, True], ids=["all-pixels", "motion-weighted"])
+@pytest.mark.parametrize("mode,min_ratio", [("eulerian", 3.0), ("lagrangian", 10.0)])
+def test_constant_acceleration_beats_nonuniform_timing(mode, min_ratio, motion_weight, sigma):
+    """The project's acceptance, pure-function version: physical loss >= 3x (Eulerian) / 10x (Lagrangian) lower."""
+    ratio = _retiming_ratio(mode, motion_weight, sigma)
+    assert ratio >= min_ratio, f"{mode}: re-timed / physical kinematic loss = {ratio:.3g} < {min_ratio}"
+
+
+def test_residual_units_and_reductions_follow_the_closed_form():
+    # A uniform flow whose x component jumps by J at one frame: residuals J, -J (px/frame^3) at every pixel.
+    jump = 0.8
+    flow = torch.full((1, 4, 2, 8, 10), 0.5, dtype=torch.float64)
+    flow[:, 2:, 0] += jump
+    mse, diagnostics = kinematic_loss(flow, "eulerian", "mse")
+    l1, _ = kinematic_loss(flow, "eulerian", "l1")
+    assert mse.item() == pytest.approx(jump**2 / 2)  # x: J^2 on both residuals, y: 0; mean over components
+    assert l1.item() == pytest.approx(jump / 2)
+    assert diagnostics["residual_abs_x"].item() == pytest.approx(jump)
+    assert diagnostics["residual_abs_y"].item() == 0
+    assert diagnostics["residual_abs_x_norm"].item() == pytest.approx(jump / 10)
+    assert diagnostics["motion"].item() == pytest.approx(flow.norm(dim=2).mean().item())
+
+
+def test_motion_weight_keeps_the_loss_a_mean_over_moving_pixels():
+    # The same jerky motion on a small and on a large square: all-pixel loss scales with area, weighted does not.
+    def jerky_flow(size):
+        flow = torch.zeros(1, 4, 2, 40, 40, dtype=torch.float64)
+        flow[:, :, 0, 20 - size // 2 : 20 + size // 2, 20 - size // 2 : 20 + size // 2] = torch.tensor([2.0, 2.0, 4.0, 4.0])[:, None, None]
+        return flow
+
+    small, large = jerky_flow(4), jerky_flow(16)
+    plain = [kinematic_loss(f, "eulerian", "mse", motion_weight=False)[0] for f in (small, large)]
+    weighted = [kinematic_loss(f, "eulerian", "mse", motion_weight=True)[0] for f in (small, large)]
+    assert plain[1] / plain[0] > 10
+    assert torch.allclose(weighted[0], weighted[1], rtol=1e-6)
+
+
+def test_lagrangian_drops_tracks_that_leave_the_frame():
+    flow = torch.zeros(1, 3, 2, 6, 6, dtype=torch.float64)
+    flow[:, :, 0] = 1.5  # everything moves right: particles in the last columns leave
+    _, valid, _ = lagrangian_residual(flow)
+    assert valid[0, 0, 0, :, :3].all() and not valid[0, 0, 0, :, 3:].any()
+
+
+# ---------------------------------------------------------------- guard and composite on flows
+
+
+def test_motion_floor_charges_frozen_frames_only():
+    moving = object_flow(centres(physical_times(), **THROW))
+    frozen = torch.zeros_like(moving)
+    frozen[:, :5] = moving[:, :5]
+    loss, diagnostics = motion_floor(moving, floor=0.5)
+    assert loss.item() == 0 and diagnostics["frozen_fraction"].item() == 0
+    assert diagnostics["motion_min"].item() == pytest.approx(float((moving[0].norm(dim=1)).flatten(1).amax(1).min()))
+    loss, diagnostics = motion_floor(frozen, floor=0.5)
+    assert diagnostics["frozen_fraction"].item() == pytest.approx(10 / 15)
+    assert loss.item() == pytest.approx(10 / 15, abs=1e-5)
+    # a 1% quantile of a 64x64 frame is 41 pixels: a 4x4 moving patch is diluted below a floor its speed clears
+    patch = torch.zeros(1, 2, 2, 64, 64)
+    patch[:, :, 0, :4, :4] = 1.0
+    assert motion_floor(patch, floor=0.5, quantile=0.01)[0].item() > 0
+    assert motion_floor(patch, floor=0.5, quantile=0.002)[0].item() == 0
+
+
+def test_frozen_mid_flight_fools_the_eulerian_residual_but_not_the_composite():
+    physical = object_flow(centres(physical_times(), **THROW))
+    frozen = object_flow(centres(physical_times().clamp(max=7), **THROW))
+    cfg = RewardConfig(kinematic_mode="eulerian", motion_weight=False)
+    total_physical, diag_physical = newton_loss(physical, cfg)
+    total_frozen, diag_frozen = newton_loss(frozen, cfg)
+    assert diag_frozen["kinematic"] < diag_physical["kinematic"]  # the trivial solution wins on R_kin alone
+    assert total_frozen > total_physical  # the motion floor reverses it
+    assert diag_physical["mass_present"] == 0.0 and torch.isnan(diag_physical["mass"]).all()
+    assert {"kinematic", "mass", "motion_floor", "total", "residual_abs_x", "motion_min"} <= set(diag_physical)
+
+
+# ---------------------------------------------------------------- mass
+
+
+def pooled_tokens(video: torch.Tensor, grid: int = 8) -> torch.Tensor:
+    """Simple appearance tokens: mean RGB per cell of a grid per frame, [1, T, 3, H, W] -> [1, T * grid^2, 3]."""
+    b, t = video.shape[:2]
+    cells = F.adaptive_avg_pool2d(video.flatten(0, 1), grid)
+    return cells.permute(0, 2, 3, 1).reshape(b, t * grid * grid, 3)
+
+
+@pytest.mark.parametrize("distance", ["mse", "cosine"])
+def test_mass_is_zero_for_identical_tokens_and_grows_for_frozen_or_vanishing_objects(distance):
+    times = physical_times(10)
+    path = centres(times, **THROW)
+    reference = pooled_tokens(render(path))
+    alive = times < 5
+    candidates = {
+        "same": reference.clone(),
+        "slightly_off": pooled_tokens(render(path + 0.7)),  # the right motion, rendered half a pixel off
+        "frozen": pooled_tokens(render(centres(times.clamp(max=4), **THROW))),
+        "vanishing": pooled_tokens(render(path, visible=alive)),
+    }
+    d = {name: mass_loss(tokens, reference, distance)[0].item() for name, tokens in candidates.items()}
+    assert d["same"] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < d["slightly_off"] < min(d["frozen"], d["vanishing"])
+
+
+def test_mass_distances_follow_their_closed_forms():
+    reference = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    scaled, turned = 3 * reference, torch.tensor([[[0.0, 1.0], [0.0, 2.0]]])
+    assert mass_loss(scaled, reference, "cosine")[0].item() == pytest.approx(0.0, abs=1e-6)  # scale-free
+    assert mass_loss(scaled, reference, "mse")[0].item() == pytest.approx((4 + 16) / 4)
+    assert mass_loss(turned, reference, "cosine")[0].item() == pytest.approx(0.5)  # one orthogonal token of two
+    assert mass_loss(turned, reference, "mse")[0].item() == pytest.approx(2 / 4)
+
+
+@pytest.mark.parametrize("distance", ["mse", "cosine"])
+def test_mass_gradient_reaches_generated_tokens_only(distance):
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.rand(2, 5, 4, generator=generator, requires_grad=True)
+    reference = torch.rand(2, 5, 4, generator=generator, requires_grad=True)
+    loss, diagnostics = mass_loss(tokens, reference, distance)
+    loss.sum().backward()
+    assert loss.shape == (2,) and tokens.grad.abs().sum() > 0
+    assert reference.grad is None
+    assert not diagnostics["token_mse"].requires_grad
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def _smooth_flow(frames: int, seed: int) -> torch.Tensor:
+    """Small, smooth, off-integer float64 flow [1, frames, 2, 5, 6]: no track near a kink of its tests."""
+    noise = torch.rand(1, frames, 2, 5, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (torch.tensor([0.3, 0.2], dtype=torch.float64).view(1, 1, 2, 1, 1) + 0.02 * noise).requires_grad_()
+
+
+@pytest.mark.parametrize("reduction", ["mse", "l1"])
+@pytest.mark.parametrize("mode", ["eulerian", "lagrangian"])
+def test_kinematic_loss_gradcheck(mode, reduction):
+    flow = _smooth_flow(4, seed=1)
+    _, valid, _ = lagrangian_residual(flow.detach())
+    assert valid.float().mean() > 0.3  # enough tracks kept for the check to mean something
+    assert torch.autograd.gradcheck(lambda f: kinematic_loss(f, mode, reduction)[0], (flow,))
+
+
+def test_motion_floor_and_mass_gradcheck():
+    flow = _smooth_flow(3, seed=2)  # speeds ~0.37 px/frame, under the floor: the penalty is active
+    assert torch.autograd.gradcheck(lambda f: motion_floor(f, floor=0.5, quantile=0.1)[0], (flow,))
+    generator = torch.Generator().manual_seed(3)
+    tokens = torch.rand(2, 3, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    reference = torch.rand(2, 3, 4, generator=generator, dtype=torch.float64)
+    for distance in ("mse", "cosine"):
+        assert torch.autograd.gradcheck(lambda t: mass_loss(t, reference, distance)[0], (tokens,))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+class FrameDifferenceFlow(torch.nn.Module):
+    """Stand-in flow model for input checks: [B, T, 3, H, W] -> [B, T-1, 2, H, W] (not a real flow)."""
+
+    def forward(self, video):
+        return video[:, 1:, :2] - video[:, :-1, :2]
+
+
+class PooledEncoder(torch.nn.Module):
+    """Stand-in encoder for input checks: pooled RGB grid tokens."""
+
+    def forward(self, video):
+        return pooled_tokens(video, grid=2)
+
+
+@pytest.fixture
+def stub_reward():
+    return NewtonReward(RewardConfig(), flow_model=FrameDifferenceFlow(), encoder=PooledEncoder())
+
+
+def _video(frames=5, b=1):
+    return torch.rand(b, frames, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize(
+    "video,match",
+    [
+        (torch.rand(5, 3, 8, 8), "rank 5"),
+        (torch.rand(1, 5, 4, 8, 8), "3 colour channels"),
+        (_video() * 2, r"\[0, 1\]"),
+        (_video().masked_fill(torch.zeros(1, 5, 3, 8, 8, dtype=torch.bool).index_fill(3, torch.tensor([2]), True), math.nan), "NaN"),
+        (_video(frames=3), "at least 4 frames"),
+        (_video(frames=2), "at least 4 frames"),
+    ],
+    ids=["rank", "channels", "range", "nan", "3-frames", "2-frames"],
+)
+def test_bad_video_is_a_clear_error(stub_reward, video, match):
+    with pytest.raises(ValueError, match=match):
+        stub_reward(video)
+
+
+def test_reference_checks(stub_reward):
+    with pytest.raises(ValueError, match="reference holds 1 clips of 6 frames but video holds 1 of 5"):
+        stub_reward(_video(), reference=_video(frames=6))
+    with pytest.raises(ValueError, match="either a reference video or reference_tokens"):
+        stub_reward(_video(), reference=_video(), reference_tokens=pooled_tokens(_video(), grid=2))
+    with pytest.raises(ValueError, match="must have the same shape"):
+        stub_reward(_video(), reference_tokens=torch.rand(1, 7, 3))
+    loss, diagnostics = stub_reward(_video(), reference=_video())
+    assert loss.shape == (1,) and diagnostics["mass_present"] == 1.0 and diagnostics["mass"].item() == pytest.approx(0, abs=1e-6)
+    same, _ = stub_reward(_video(), reference_tokens=pooled_tokens(_video(), grid=2))
+    assert torch.allclose(loss, same)
+
+
+def test_bad_flow_tokens_and_options_are_clear_errors():
+    flow = torch.zeros(1, 3, 2, 4, 4)
+    cases = [
+        (lambda: kinematic_loss(torch.zeros(3, 2, 4, 4)), r"shape \[B, T-1, 2, H, W\]"),
+        (lambda: kinematic_loss(torch.zeros(1, 3, 3, 4, 4)), r"shape \[B, T-1, 2, H, W\]"),
+        (lambda: kinematic_loss(torch.zeros(1, 2, 2, 4, 4)), r"at least 3 flows \(T >= 4 frames\), got 2"),
+        (lambda: kinematic_loss(flow.index_fill(4, torch.tensor([1]), math.nan)), "NaN"),
+        (lambda: kinematic_loss(flow, mode="semi-lagrangian"), "mode must be one of eulerian, lagrangian"),
+        (lambda: kinematic_loss(flow, reduction="huber"), "reduction must be one of mse, l1"),
+        (lambda: motion_floor(flow, floor=0), "floor must be > 0"),
+        (lambda: motion_floor(flow, quantile=1.5), r"quantile must lie in \(0, 1\]"),
+        (lambda: mass_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), "kl"), "distance must be one of mse, cosine"),
+        (lambda: mass_loss(torch.zeros(2, 3), torch.zeros(2, 3)), "rank 3"),
+        (lambda: mass_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4)), "same shape"),
+        (lambda: RewardConfig(kinematic_mode="x", mass_distance="y", w_mass=-1).validate(), "w_mass.*kinematic_mode.*mass_distance"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call()
