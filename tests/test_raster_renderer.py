@@ -14,6 +14,7 @@ import pytest
 from newtonrewards import physics
 from newtonrewards.bench_gen import scenes
 from newtonrewards.bench_gen.renderers import OBJECT_ID, SCENERY_ID, make_renderer
+from newtonrewards.bench_gen.renderers import raster
 from newtonrewards.bench_gen.renderers.raster import RasterRenderer
 from newtonrewards.bench_gen.simulators.analytic import AnalyticSimulator
 
@@ -212,6 +213,16 @@ def test_static_scene_never_changes_away_from_the_object(clips, primitive):
         assert np.array_equal(layers.rgb[t][far], layers.rgb[0][far])
         assert np.array_equal(layers.instance[t][far], layers.instance[0][far])
         assert np.array_equal(layers.depth[t][far], layers.depth[0][far])
+
+
+@pytest.mark.parametrize("primitive", ["horizontal_throw", "ramp_up"])
+def test_shading_boxes_lose_nothing(clips, primitive, monkeypatch):
+    """Re-shading the whole frame for the shadow and the contact shadow gives the same pixels as the tight boxes."""
+    spec, traj, layers = clips[primitive]
+    whole = (0, spec.camera.height, 0, spec.camera.width)
+    monkeypatch.setattr(raster._FrameLoop, "_shadow_box", lambda self, centre: whole)
+    monkeypatch.setattr(raster.MovingObject, "contact_box", lambda self, spec, centre, top: whole)
+    np.testing.assert_array_equal(RasterRenderer().render(spec, traj).rgb, layers.rgb)
 
 
 @pytest.mark.parametrize("primitive", ["free_fall", "horizontal_throw", "parabolic_throw"])
