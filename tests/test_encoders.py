@@ -156,6 +156,11 @@ def test_hub_id_offline_fails_fast_and_clearly(name):
     assert time.perf_counter() - start < 10.0
 
 
+def test_missing_local_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="vjepa2 encoder: model folder '.*missing' does not exist"):
+        make_encoder("vjepa2", model=tmp_path / "missing")
+
+
 def test_wrong_model_type_names_both(folders):
     with pytest.raises(UserError, match="holds a 'videomae' model, not 'dinov2'"):
         make_encoder("dinov2", model=folders["videomae"])

@@ -22,7 +22,7 @@ from newtonrewards.reward_models.encoders.hf_common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocess,
-    load_frozen,
+    load_model,
     processor_settings,
     size_hw,
 )
@@ -44,7 +44,7 @@ class DINOv2Encoder(Encoder):
         super().__init__()
         from transformers import Dinov2Model
 
-        self.model = load_frozen(Dinov2Model, model, "dinov2", dtype)
+        self.model = load_model(Dinov2Model, model, "dinov2", dtype)
         self.dim = self.model.config.hidden_size
         self.cls_token = cls_token
         defaults = dict(

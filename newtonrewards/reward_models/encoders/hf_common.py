@@ -18,6 +18,7 @@ Two framings (`resize_mode`):
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import torch
@@ -25,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from newtonrewards.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,12 +43,14 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return value
 
 
-def load_frozen(model_cls: type, model: str | os.PathLike, model_type: str, dtype: str | torch.dtype) -> nn.Module:
-    """`model_cls.from_pretrained(model)` in `dtype`, frozen, in eval mode; one clear UserError if it cannot load."""
+def load_model(model_cls: type, model: str | os.PathLike, model_type: str, dtype: str | torch.dtype) -> nn.Module:
+    """`model_cls.from_pretrained(model)` in `dtype` (hub id or local folder); one clear UserError if it cannot load."""
     from transformers import AutoConfig
 
     torch_dtype = resolve_dtype(dtype)
     name = str(model)
+    if name.startswith(("/", ".")) and not os.path.isdir(name):  # a path, not a hub id: say so plainly
+        raise UserError(f"{model_type} encoder: model folder {name!r} does not exist")
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as exc:
@@ -58,15 +63,16 @@ def load_frozen(model_cls: type, model: str | os.PathLike, model_type: str, dtyp
     if config.model_type != model_type:
         raise UserError(
             f"{model_type} encoder: {name!r} holds a {config.model_type!r} model, not {model_type!r}; "
-            f"choose the encoder that matches it"
+            "choose the encoder that matches it"
         )
-    net = model_cls.from_pretrained(name, config=config, dtype=torch_dtype)
-    net.requires_grad_(False)
-    return net.eval()
+    return model_cls.from_pretrained(name, config=config, dtype=torch_dtype)
 
 
 def processor_settings(model: str | os.PathLike, filenames: tuple[str, ...], defaults: dict) -> tuple[dict, str]:
-    """The first processor config found next to the model, over `defaults`; also where the numbers came from."""
+    """The first processor config found next to the model, over `defaults`; also where the numbers came from.
+
+    A hub id whose processor config is not in the local cache gets the defaults, with a logged warning.
+    """
     from transformers.utils import cached_file
 
     for filename in filenames:
@@ -80,6 +86,7 @@ def processor_settings(model: str | os.PathLike, filenames: tuple[str, ...], def
             with open(path, encoding="utf-8") as handle:
                 found = json.load(handle)
             return {**defaults, **{k: v for k, v in found.items() if v is not None}}, path
+    logger.warning("no %s next to %s: using the built-in preprocessing defaults", " or ".join(filenames), model)
     return dict(defaults), "built-in defaults"
 
 

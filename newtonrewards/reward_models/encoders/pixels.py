@@ -47,11 +47,12 @@ class PixelEncoder(Encoder):
         b, t, _, h, w = video.shape
         if h < self.grid or w < self.grid:
             raise ValueError(f"pixels encoder: frames of {h}x{w} px are smaller than grid={self.grid}; lower grid")
-        ycc = torch.einsum("ij,njhw->nihw", self.rgb_to_ycbcr, video.flatten(0, 1).float())  # [B*T, 3, H, W]
-        means = F.adaptive_avg_pool2d(ycc, self.grid)  # [B*T, 3, g, g]
-        features = [means]
+        frames = video.flatten(0, 1).float()  # [B*T, 3, H, W]
+        # The colour map is linear, so it commutes with the cell average: pool RGB once, map the g*g means.
+        means = torch.einsum("ij,njhw->nihw", self.rgb_to_ycbcr, F.adaptive_avg_pool2d(frames, self.grid))
+        features = [means]  # [B*T, 3, g, g]
         if self.contrast:
-            luma = ycc[:, :1]
+            luma = torch.matmul(self.rgb_to_ycbcr[0], frames.flatten(2)).view(b * t, 1, h, w)
             variance = F.adaptive_avg_pool2d(luma * luma, self.grid) - means[:, :1] ** 2
             features.append(torch.sqrt(variance.clamp_min(0.0) + _VARIANCE_EPS))
         cells = torch.cat(features, dim=1)  # [B*T, D, g, g]

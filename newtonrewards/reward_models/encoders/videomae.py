@@ -26,7 +26,7 @@ from newtonrewards.reward_models.encoders.hf_common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocess,
-    load_frozen,
+    load_model,
     processor_settings,
     size_hw,
 )
@@ -52,7 +52,7 @@ class VideoMAEEncoder(Encoder):
         super().__init__()
         from transformers import VideoMAEModel
 
-        self.model = load_frozen(VideoMAEModel, model, "videomae", dtype)
+        self.model = load_model(VideoMAEModel, model, "videomae", dtype)
         config = self.model.config
         self.num_frames = config.num_frames
         self.dim = config.hidden_size

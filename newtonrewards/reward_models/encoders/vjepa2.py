@@ -27,7 +27,7 @@ from newtonrewards.reward_models.encoders.hf_common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocess,
-    load_frozen,
+    load_model,
     processor_settings,
 )
 
@@ -55,7 +55,7 @@ class VJEPA2Encoder(Encoder):
         super().__init__()
         from transformers import VJEPA2Model
 
-        self.model = load_frozen(VJEPA2Model, model, "vjepa2", dtype)
+        self.model = load_model(VJEPA2Model, model, "vjepa2", dtype)
         config = self.model.config
         self.tubelet = config.tubelet_size
         self.dim = config.hidden_size
