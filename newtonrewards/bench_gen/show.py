@@ -78,12 +78,11 @@ def _instance_colors(masks: np.ndarray) -> np.ndarray:
 
 
 def _depth_colors(depth: np.ndarray, all_depth: np.ndarray) -> np.ndarray:
-    """Near is bright; sky (inf) is black; the range is the clip's, so frames compare."""
-    finite = all_depth[np.isfinite(all_depth)]
-    lo, hi = (np.percentile(finite, 1), np.percentile(finite, 99)) if finite.size else (0.0, 1.0)
-    d = np.where(np.isfinite(depth), depth, hi)
-    v = 1.0 - np.clip((d - lo) / max(hi - lo, 1e-6), 0, 1)
-    v[~np.isfinite(depth)] = 0
+    """Inverse depth as colour (near is bright, sky black), scaled by the clip's nearest surfaces so frames compare."""
+    disparity = np.where(np.isfinite(all_depth) & (all_depth > 0), 1.0 / np.maximum(all_depth, 1e-6), 0.0)
+    top = max(float(np.percentile(disparity[disparity > 0], 99.5)) if (disparity > 0).any() else 1.0, 1e-6)
+    d = np.where(np.isfinite(depth) & (depth > 0), 1.0 / np.maximum(depth, 1e-6), 0.0)
+    v = np.clip(d / top, 0, 1)
     return cv2.applyColorMap((v * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1].copy()
 
 
