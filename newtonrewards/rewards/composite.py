@@ -28,8 +28,8 @@ MIN_FRAMES = MIN_FLOWS + 1  # the kinematic residual needs three flows
 
 @dataclass
 class RewardConfig:
-    """Weights and options of the reward. Defaults: our Lagrangian, motion-weighted residual (the paper's Eulerian
-    residual is `kinematic_mode="eulerian", motion_weight=False`), scale-free cosine token distance."""
+    """Weights and options of the reward. Defaults: our Lagrangian, motion-weighted, pooled residual (the paper's
+    is `kinematic_mode="eulerian", motion_weight=False, pool_sigma=0`), scale-free cosine token distance."""
 
     w_kinematic: float = 1.0
     w_mass: float = 1.0  # 0 skips the encoder altogether
@@ -38,6 +38,7 @@ class RewardConfig:
     motion_weight: bool = True
     motion_scale: float = MOTION_SCALE  # px/frame, speed at which a pixel's motion weight is 1/2
     reduction: str = "mse"  # "mse" | "l1"
+    pool_sigma: float = 2.0  # px, Gaussian pooling of the residual before the reduction; 0: per pixel (the paper's)
     mass_distance: str = "cosine"  # "mse" | "cosine"
     floor: float = DEFAULT_FLOOR  # px/frame
     quantile: float = DEFAULT_QUANTILE  # fraction of fastest pixels that measure a frame pair's motion
@@ -59,6 +60,8 @@ class RewardConfig:
         for name in ("motion_scale", "floor"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0 px/frame, got {getattr(self, name)!r}")
+        if not self.pool_sigma >= 0:
+            problems.append(f"pool_sigma must be >= 0 px, got {self.pool_sigma!r}")
         if not 0 < self.quantile <= 1:
             problems.append(f"quantile must lie in (0, 1], got {self.quantile!r}")
         if problems:
@@ -80,7 +83,9 @@ def newton_loss(
     cfg.validate()
     if (tokens is None) != (reference_tokens is None):
         raise ValueError("newton_loss: pass both tokens and reference_tokens for the mass term, or neither")
-    kinematic, diagnostics = kinematic_loss(flow, cfg.kinematic_mode, cfg.reduction, cfg.motion_weight, cfg.motion_scale)
+    kinematic, diagnostics = kinematic_loss(
+        flow, cfg.kinematic_mode, cfg.reduction, cfg.motion_weight, cfg.motion_scale, cfg.pool_sigma
+    )
     floor, floor_diagnostics = motion_floor(flow, cfg.floor, cfg.quantile)
     diagnostics.update(floor_diagnostics)
     total = cfg.w_kinematic * kinematic + cfg.w_motion_floor * floor
@@ -110,7 +115,9 @@ class NewtonReward(nn.Module):
     registries' contract (frozen, eval mode, differentiable w.r.t. the video), so gradients reach only the video.
     """
 
-    def __init__(self, cfg: RewardConfig | None = None, flow_model: nn.Module | None = None, encoder: nn.Module | None = None):
+    def __init__(
+        self, cfg: RewardConfig | None = None, flow_model: nn.Module | None = None, encoder: nn.Module | None = None
+    ):
         super().__init__()
         self.cfg = cfg or RewardConfig()
         self.cfg.validate()

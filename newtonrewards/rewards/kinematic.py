@@ -9,9 +9,12 @@ vanishes (PAPER.md section 2). Two ways to take that difference:
 - `lagrangian` (ours): follow each point along the flow. Start at pixel p in frame k-1 with `v0 = flow[k-1](p)`,
   land at `x1 = p + v0` in frame k, read `v1 = flow[k](x1)`, land at `x2 = x1 + v1`, read `v2 = flow[k+1](x2)`:
   `r = v2 - 2 v1 + v0`. Reads are bilinear (`grid_sample`, gradients reach both the values and the landing points).
-  A track is dropped (weight 0) when it leaves the frame or lands where more than `COLLISION_DENSITY` points land
-  (an occlusion: the tracked point is hidden behind, or is, a surface that covers another one), so background
-  covered by a moving object does not count as a violation.
+  A track is dropped (weight 0) when it leaves the frame, when it lands where more than `COLLISION_DENSITY` points
+  land (an occlusion: background covered by a moving object is not a violation), or when it starts or lands on a
+  motion boundary (Sundaram et al.'s test: there a bilinear read mixes two surfaces).
+
+Options shared by both: a motion weight (static background does not dilute the mean), and Gaussian pooling of the
+residual before the reduction (a flow network's pixel noise averages out, a coherent jerk does not).
 
 Both give `T-3` residuals from `T` frames: a second difference of the flow needs three flows, i.e. T >= 4 frames.
 (DESIGN.md's "[B, T-2, ...]" counts second differences of positions; of flows there are one fewer.)
@@ -19,6 +22,8 @@ Residuals are in px/frame^3 (a second difference over frames of a velocity in px
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +158,28 @@ def motion_weights(speed: torch.Tensor, scale: float = MOTION_SCALE) -> torch.Te
     return speed.square() / (speed.square() + scale**2)
 
 
+def gaussian_pool(values: torch.Tensor, weights: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Weighted Gaussian average of residuals over neighbouring pixels: [B, K, C, H, W] with weights [B, K, 1, H, W].
+
+    The law is linear in the flow, so a local average of residuals must vanish too; averaging before squaring
+    damps a flow estimator's pixel-to-pixel noise (by ~1 / (4 pi sigma^2)) while a coherent violation, a whole
+    object that jerks, survives. Normalised convolution: where the weights vanish the result is 0.
+    """
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=values.dtype, device=values.device)
+    kernel = torch.exp(-taps.square() / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        planes = x.flatten(0, 2)[:, None]
+        planes = F.conv2d(planes, kernel.view(1, 1, 1, -1), padding=(0, radius))
+        planes = F.conv2d(planes, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+        return planes.view(x.shape)
+
+    weights = weights.expand_as(values[:, :, :1])
+    return blur(values * weights) / blur(weights).clamp_min(torch.finfo(values.dtype).eps)
+
+
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Per-sample weighted mean of [B, ...] values with broadcastable weights -> [B]; 0 where all weights are 0."""
     weights = weights.expand_as(values)
@@ -166,16 +193,20 @@ def kinematic_loss(
     reduction: str = "mse",
     motion_weight: bool = False,
     motion_scale: float = MOTION_SCALE,
+    pool_sigma: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Kinematic loss [B] (lower = closer to constant image-plane acceleration) and detached diagnostics.
 
-    flow: [B, T-1, 2, H, W] px/frame, T >= 4. `reduction`: "mse" (mean of squared residual components) or "l1"
-    (mean absolute component). `motion_weight`: weight each residual by `motion_weights` of the largest speed among
-    the flows it is made of (detached, so the generator cannot lower the loss by hiding motion), normalised by the
-    total weight, so the loss is a mean over moving pixels and stays comparable across object sizes. In lagrangian
-    mode dropped tracks always weigh 0. Diagnostics ([B] each): residual_abs_x/y (mean |r| horizontal / vertical,
-    px/frame^3, same weights as the loss) and their `_norm` variants (divided by W / H), `motion` (mean flow
-    magnitude over all pixels, px/frame), `support` (mean weight: the fraction of residuals that count).
+    flow: [B, T-1, 2, H, W] px/frame, T >= 4.
+    reduction: "mse" (mean of squared residual components) or "l1" (mean absolute component).
+    motion_weight: weight each residual by `motion_weights` of the largest speed among the flows it is made of
+        (detached, so the generator cannot lower the loss by hiding motion); every mean is normalised by the total
+        weight, so the loss is a mean over moving pixels and stays comparable across object sizes.
+        In lagrangian mode dropped tracks always weigh 0.
+    pool_sigma: px; > 0 applies `gaussian_pool` to the residual before the reduction (0: per pixel, the paper's).
+    Diagnostics ([B] each, same weights as the loss, unpooled): residual_abs_x / residual_abs_y (mean |r|,
+    px/frame^3) and their `_norm` variants (divided by W / H), `motion` (mean flow magnitude over all pixels,
+    px/frame), `support` (mean weight: the share of residuals that count).
     """
     if mode not in MODES:
         raise ValueError(f"kinematic mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -183,6 +214,8 @@ def kinematic_loss(
         raise ValueError(f"kinematic reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
     if not motion_scale > 0:
         raise ValueError(f"motion_scale must be > 0 px/frame, got {motion_scale}")
+    if not pool_sigma >= 0:
+        raise ValueError(f"pool_sigma must be >= 0 px (0: no pooling), got {pool_sigma}")
     check_flow(flow)
     height, width = flow.shape[-2:]
     if mode == "eulerian":
@@ -196,7 +229,8 @@ def kinematic_loss(
         weights = valid.to(flow.dtype)
     if motion_weight:
         weights = weights * motion_weights(speed, motion_scale)
-    error = residual.square() if reduction == "mse" else residual.abs()
+    pooled = gaussian_pool(residual, weights, pool_sigma) if pool_sigma > 0 else residual
+    error = pooled.square() if reduction == "mse" else pooled.abs()
     loss = _weighted_mean(error.mean(2, keepdim=True), weights)
     with torch.no_grad():
         abs_x = _weighted_mean(residual[:, :, :1].abs(), weights)
