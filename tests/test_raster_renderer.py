@@ -243,6 +243,17 @@ def test_supersample_one_through_the_registry():
     np.testing.assert_array_equal(layers.area[visible], (layers.instance == OBJECT_ID).sum(axis=(1, 2))[visible])
 
 
+def test_everything_out_of_view():
+    """A camera looking away from the ramp, the distractors and the object still gives well-formed layers."""
+    spec = scenes.sample_scene(scenes.SceneSettings(width=64, height=48, num_frames=3), "train", "ramp_up", 2)
+    cam = spec.camera
+    away = dataclasses.replace(spec, camera=dataclasses.replace(cam, position=(cam.position[0] + 60.0, *cam.position[1:])))
+    layers = RasterRenderer().render(away, AnalyticSimulator().run(away))
+    assert np.all(layers.area == 0) and np.all(np.isnan(layers.centroid))
+    assert np.all(layers.instance == SCENERY_ID) and np.all(layers.flow == 0)
+    assert np.all(layers.rgb == layers.rgb[0])
+
+
 def test_bad_inputs_are_rejected():
     spec = scenes.sample_scene(scenes.SceneSettings(width=32, height=32, num_frames=3), "train", "free_fall", 0)
     traj = AnalyticSimulator().run(spec)

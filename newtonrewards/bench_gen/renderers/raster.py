@@ -106,8 +106,9 @@ class ReceiverIndex:
         self.lo, self.cell = lo, cell
         self.cells = np.maximum(np.ceil((hi - lo) / cell).astype(int), 1)
         q1, q2 = static.coords[0], static.coords[1]
-        lit = (static.sun.max(axis=2) > 0) & (q1 >= lo[0]) & (q1 < hi[0]) & (q2 >= lo[1]) & (q2 < hi[1])
-        rows, cols = np.nonzero(lit)
+        rows, cols = np.nonzero((q1 >= lo[0]) & (q1 < hi[0]) & (q2 >= lo[1]) & (q2 < hi[1]))
+        lit = static.sun[rows, cols].max(axis=1) > 0
+        rows, cols = rows[lit], cols[lit]
         ij = np.minimum(((np.stack([q1[rows, cols], q2[rows, cols]]).T - lo) / cell).astype(int), self.cells - 1)
         key = ij[:, 0] * self.cells[1] + ij[:, 1]
         size = int(self.cells.prod())
@@ -176,15 +177,12 @@ class _FrameLoop:
         self.b = (geo.subsample_coords(H, s) - cam.cy) / cam.fy
         self.camera_R = cam.world_to_camera[:3, :3]
 
-    def _penumbra(self, height: float) -> float:
-        """Widest penumbra (m, in sun space) of the object's shadow with its centre at `height` above the ground."""
-        return (height + 2 * self.mover.radius) / max(self.lighting.L[2], 1e-3) * self.lighting.tan_sun + 1e-3
-
     def _receiver_index(self) -> ReceiverIndex:
         """Index the sunlit samples the object's shadow can reach over the whole clip."""
         mover = self.mover
         path = self.pos @ self.lighting.basis[:2].T
-        margin = self._penumbra(float(self.pos[:, 2].max()))
+        highest = self.pos[np.argmax(self.pos[:, 2])]
+        margin = mover.occluder.penumbra(self.lighting, highest)
         cell = max(float((mover.sun_hi - mover.sun_lo).max()), 1e-3)
         return ReceiverIndex(self.static, path.min(axis=0) + mover.sun_lo - margin,
                              path.max(axis=0) + mover.sun_hi + margin, cell)
@@ -194,7 +192,7 @@ class _FrameLoop:
         mover = self.mover
         sweep = mover.occluder.shadow_box(self.spec, self.lighting, self.static.top, centre)
         at = self.lighting.basis[:2] @ centre
-        margin = self._penumbra(float(centre[2]))
+        margin = mover.occluder.penumbra(self.lighting, centre)
         return intersect_box(sweep, self.index.box(at + mover.sun_lo - margin, at + mover.sun_hi + margin, self.s))
 
     def run(self) -> Layers:

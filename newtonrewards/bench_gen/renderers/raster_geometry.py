@@ -199,7 +199,11 @@ class Silhouette:
 
 
 def silhouette(offsets: np.ndarray, basis: np.ndarray) -> Silhouette:
-    """Convex hull of centre-relative world offsets [N, 3] projected along the sun direction."""
+    """Convex hull of centre-relative world offsets [N, 3] projected along the sun direction, plus its bounding box.
+
+    The bounding box's four sides are supporting lines too: they leave the inside alone but stop the max over edge
+    lines from growing spikes beyond sharp corners, so a penumbra never reaches past the box + its half-width.
+    """
     q = (offsets @ basis[:2].T).astype(np.float32)
     hull = cv2.convexHull(q).reshape(-1, 2).astype(np.float64)
     edges = np.roll(hull, -1, axis=0) - hull
@@ -209,7 +213,9 @@ def silhouette(offsets: np.ndarray, basis: np.ndarray) -> Silhouette:
     flip = np.sign(np.sum(normals * (hull - inside), axis=1))  # make every normal point outwards
     normals *= flip[:, None]
     lines = np.concatenate([normals, -np.sum(normals * hull, axis=1, keepdims=True)], axis=1)
-    return Silhouette(lines.astype(np.float32))
+    lo, hi = hull.min(axis=0), hull.max(axis=0)
+    box = np.array([[1, 0, -hi[0]], [-1, 0, lo[0]], [0, 1, -hi[1]], [0, -1, lo[1]]], dtype=np.float64)
+    return Silhouette(np.concatenate([lines, box]).astype(np.float32))
 
 
 def sun_visibility(sil: Silhouette, light_centre: np.ndarray, coords: np.ndarray, tan_sun: float) -> np.ndarray:
@@ -229,22 +235,25 @@ def sun_visibility(sil: Silhouette, light_centre: np.ndarray, coords: np.ndarray
     return np.where(dist > 0, vis, np.float32(1.0))
 
 
-def shadow_hull_points(points: np.ndarray, light_dir, tan_sun: float, top: float) -> np.ndarray:
-    """World points [2N, 3] whose convex hull holds every receiver an occluder can shade, penumbra included.
+def penumbra_bound(height: float, radius: float, light_dir, tan_sun: float) -> float:
+    """Widest penumbra half-width (m) `sun_visibility` gives a caster whose bounding sphere (radius, m) reaches
+    `height` (m) above the ground: its receivers lie at most height / L_z + radius from its centre along the light."""
+    return (max(height, 0.0) / max(float(light_dir[2]), 1e-3) + radius) * tan_sun * 1.01 + 2e-3
 
-    points: [N, 3] world corners of the occluder's bounding box. They are pushed out by the widest penumbra and
-    swept along the light from height `top` (the highest static receiver, m) down to z = 0 (the lowest): no
-    receiver lies above `top`, so a high object's box is its ground shadow's, not a column down to it.
+
+def shadow_hull_points(points: np.ndarray, light_dir, margin: float, top: float) -> np.ndarray:
+    """World points [16, 3] whose convex hull holds every receiver an occluder can shade, penumbra included.
+
+    points: [N, 3] world corners of the occluder's bounding box. Their bounding box, grown by `margin` (m, at least
+    the widest penumbra), is swept along the light from height `top` (the highest static receiver, m) down to z = 0
+    (the lowest): no receiver lies above `top`, so a high object's box is its ground shadow's, not a column.
     """
     L = np.asarray(light_dir, dtype=np.float64)
     lz = max(L[2], 1e-3)
-    centre = points.mean(axis=0)
-    grow = points[:, 2].max() / lz * tan_sun / lz  # widest penumbra, stretched on the ground
-    direction = points - centre
-    norm = np.linalg.norm(direction, axis=1, keepdims=True)
-    pushed = points + grow * direction / np.maximum(norm, 1e-9)
-    upper = pushed - (np.maximum(pushed[:, 2:3] - top, 0.0) / lz) * L
-    ground = pushed - (pushed[:, 2:3] / lz) * L
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    grown = shape_corners((hi - lo) / 2 + margin) + (hi + lo) / 2
+    upper = grown - (np.maximum(grown[:, 2:3] - top, 0.0) / lz) * L
+    ground = grown - (grown[:, 2:3] / lz) * L
     return np.concatenate([upper, ground])
 
 

@@ -102,10 +102,20 @@ class Occluder:
         centre = self.centre if offset is None else self.centre + offset
         return geo.sun_visibility(self.silhouette, lighting.basis @ centre, coords, lighting.tan_sun)
 
+    @property
+    def radius(self) -> float:
+        """Radius (m) of a sphere about the centre holding the occluder."""
+        return float(np.linalg.norm(self.corners - self.centre, axis=1).max())
+
+    def penumbra(self, lighting: Lighting, offset=0.0) -> float:
+        """Widest penumbra half-width (m) of its shadow, shifted by `offset` (m)."""
+        top = float((self.corners + offset)[:, 2].max())
+        return geo.penumbra_bound(top, self.radius, lighting.basis[2], lighting.tan_sun)
+
     def shadow_box(self, spec: SceneSpec, lighting: Lighting, top: float, offset=0.0):
         """Pixel box (y0, y1, x0, x1) of the receivers (none above `top`, m) this occluder can shade, or None."""
-        pts = geo.shadow_hull_points(self.corners + offset, lighting.basis[2], lighting.tan_sun, top)
-        return geo.screen_box(spec.camera, pts)
+        margin = self.penumbra(lighting, offset)
+        return geo.screen_box(spec.camera, geo.shadow_hull_points(self.corners + offset, lighting.basis[2], margin, top))
 
 
 def ramp_polytope(spec: SceneSpec) -> geo.ConvexPolytope:

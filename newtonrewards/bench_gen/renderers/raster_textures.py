@@ -44,6 +44,8 @@ class NoiseBank:
     def sample(self, tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Bilinear lookups of `tex` at (u, v) in texture periods (any shape); returns float32 of u's shape."""
         shape = u.shape
+        if u.size == 0:
+            return np.zeros(shape, dtype=np.float32)
         mx = np.clip(u.astype(np.float32) * NOISE_SIZE, -_MAX_TEXEL, _MAX_TEXEL).ravel()
         my = np.clip(v.astype(np.float32) * NOISE_SIZE, -_MAX_TEXEL, _MAX_TEXEL).ravel()
         if u.ndim == 2 and 0 < shape[1] < _MAX_REMAP_WIDTH:
