@@ -23,7 +23,8 @@ RAMPS = ("ramp_down", "ramp_up")
 
 
 def _clip(primitive: str, width=SIZE, height=SIZE, frames=FRAMES, index=0, split="train"):
-    spec = scenes.sample_scene(scenes.SceneSettings(width=width, height=height, num_frames=frames), split, primitive, index)
+    settings = scenes.SceneSettings(width=width, height=height, num_frames=frames)
+    spec = scenes.sample_scene(settings, split, primitive, index)
     traj = AnalyticSimulator().run(spec)
     return spec, traj, RasterRenderer().render(spec, traj)
 
@@ -247,7 +248,8 @@ def test_everything_out_of_view():
     """A camera looking away from the ramp, the distractors and the object still gives well-formed layers."""
     spec = scenes.sample_scene(scenes.SceneSettings(width=64, height=48, num_frames=3), "train", "ramp_up", 2)
     cam = spec.camera
-    away = dataclasses.replace(spec, camera=dataclasses.replace(cam, position=(cam.position[0] + 60.0, *cam.position[1:])))
+    turned = dataclasses.replace(cam, position=(cam.position[0] + 60.0, *cam.position[1:]))
+    away = dataclasses.replace(spec, camera=turned)
     layers = RasterRenderer().render(away, AnalyticSimulator().run(away))
     assert np.all(layers.area == 0) and np.all(np.isnan(layers.centroid))
     assert np.all(layers.instance == SCENERY_ID) and np.all(layers.flow == 0)

@@ -71,7 +71,8 @@ class MovingObject:
         obj = spec.object
         self.shape, self.half = obj.shape, obj.half_extents
         self.R = np.asarray(obj.rotation, dtype=np.float64)
-        self.pattern = tex.object_pattern(obj.texture, obj.color, obj.half_extents, np.random.default_rng([spec.seed, 1]))
+        rng = np.random.default_rng([spec.seed, 1])
+        self.pattern = tex.object_pattern(obj.texture, obj.color, obj.half_extents, rng)
         outline = geo.shape_outline_points(obj.shape, obj.half_extents, lighting.basis[2], self.R)
         corners = geo.shape_corners(obj.half_extents) @ self.R.T
         self.occluder = Occluder(geo.silhouette(outline, lighting.basis), np.zeros(3), corners)
@@ -128,7 +129,8 @@ class ReceiverIndex:
         y1 = self.y1[sel].max()
         if y1 < 0:
             return None
-        return int(self.y0[sel].min()) // s, int(y1) // s + 1, int(self.x0[sel].min()) // s, int(self.x1[sel].max()) // s + 1
+        y0, x0, x1 = int(self.y0[sel].min()), int(self.x0[sel].min()), int(self.x1[sel].max())
+        return y0 // s, int(y1) // s + 1, x0 // s, x1 // s + 1
 
 
 class RasterRenderer:
@@ -159,7 +161,8 @@ class _FrameLoop:
     """Composites the moving object and its shadow into copies of the static frame, one frame at a time."""
 
     def __init__(self, spec, s, lighting, static: StaticScene, mover: MovingObject, positions):
-        self.spec, self.s, self.lighting, self.static, self.mover, self.pos = spec, s, lighting, static, mover, positions
+        self.spec, self.s, self.lighting, self.static, self.mover = spec, s, lighting, static, mover
+        self.pos = positions
         cam = spec.camera
         T, H, W = spec.num_frames, cam.height, cam.width
         self.rgb = np.empty((T, H, W, 3), dtype=np.uint8)
@@ -183,9 +186,9 @@ class _FrameLoop:
         path = self.pos @ self.lighting.basis[:2].T
         highest = self.pos[np.argmax(self.pos[:, 2])]
         margin = mover.occluder.penumbra(self.lighting, highest)
-        cell = max(float((mover.sun_hi - mover.sun_lo).max()), 1e-3)
-        return ReceiverIndex(self.static, path.min(axis=0) + mover.sun_lo - margin,
-                             path.max(axis=0) + mover.sun_hi + margin, cell)
+        lo, hi = path.min(axis=0) + mover.sun_lo - margin, path.max(axis=0) + mover.sun_hi + margin
+        cell = max(float((mover.sun_hi - mover.sun_lo).max()), float((hi - lo).max()) / 256)  # <= 256^2 cells
+        return ReceiverIndex(self.static, lo, hi, cell)
 
     def _shadow_box(self, centre: np.ndarray):
         """Pixel box of the sunlit samples the object's shadow can darken: sweep box within the receiver index's."""
@@ -234,7 +237,8 @@ class _FrameLoop:
         """Remove the sky share the object blocks for the static samples around its contact (a soft dark halo)."""
         y0, y1, x0, x1 = (v * self.s for v in box)
         basis = self.lighting.basis
-        occlusion = sphere_occlusion(self.static.coords[:, y0:y1, x0:x1], basis @ centre, basis[:, 2], self.mover.radius)
+        coords = self.static.coords[:, y0:y1, x0:x1]
+        occlusion = sphere_occlusion(coords, basis @ centre, basis[:, 2], self.mover.radius)
         self.work[y0:y1, x0:x1] -= self.static.ambient[y0:y1, x0:x1] * occlusion[..., None]
 
     def _object(self, t: int, box, centre: np.ndarray) -> None:

@@ -157,7 +157,7 @@ class ConvexPolytope:
 
 
 def intersect_polytope(poly: ConvexPolytope, rays: Rays) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest positive hit t [h, w] (+inf on a miss) of world rays with a convex polytope, and the entry face [h, w]."""
+    """Nearest positive hit t [h, w] (+inf on a miss) of world rays with a convex polytope, and its entry face."""
     o = rays.origin
     near = np.full((rays.row.shape[1], rays.col.shape[1]), -np.inf, dtype=np.float32)
     far = np.full_like(near, np.inf)

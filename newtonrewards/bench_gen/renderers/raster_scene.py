@@ -22,8 +22,6 @@ SKY, GROUND, RAMP, FIRST_DISTRACTOR = 0, 1, 2, 3  # per-sample surface codes of 
 SUN_TINT = np.array([1.0, 0.97, 0.92], dtype=np.float32)
 HAZE_DISTANCE = 120.0  # m, aerial perspective: distant ground fades into the horizon colour
 RAMP_GLOSS = {"wood": (0.08, 16.0), "metal": (0.45, 60.0), "painted": (0.15, 30.0)}  # (specular weight, exponent)
-
-
 OBJECT_GLOSS = (0.25, 40.0)
 
 
@@ -72,6 +70,7 @@ class Lighting:
 
     @property
     def L(self) -> np.ndarray:
+        """[3] float32 unit vector towards the sun."""
         return self.basis[2].astype(np.float32)
 
     def shade(self, albedo, normal, view, gloss: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +114,8 @@ class Occluder:
     def shadow_box(self, spec: SceneSpec, lighting: Lighting, top: float, offset=0.0):
         """Pixel box (y0, y1, x0, x1) of the receivers (none above `top`, m) this occluder can shade, or None."""
         margin = self.penumbra(lighting, offset)
-        return geo.screen_box(spec.camera, geo.shadow_hull_points(self.corners + offset, lighting.basis[2], margin, top))
+        hull = geo.shadow_hull_points(self.corners + offset, lighting.basis[2], margin, top)
+        return geo.screen_box(spec.camera, hull)
 
 
 def ramp_polytope(spec: SceneSpec) -> geo.ConvexPolytope:
@@ -336,7 +336,8 @@ class StaticBuilder:
             on = (self.surface == code).astype(np.float32)
             m = block_mean(np.dstack([on, on * finite]), s)
             count = np.rint(m[..., 0] * (s * s)).astype(np.int32)
-            surfaces[code] = (count, np.full(count.shape, np.inf) if code == SKY else m[..., 1] / np.maximum(m[..., 0], 1e-9))
+            mean = np.full(count.shape, np.inf) if code == SKY else m[..., 1] / np.maximum(m[..., 0], 1e-9)
+            surfaces[code] = (count, mean)
         instance = self._pixel_instance(surfaces)
         depth = self._pixel_depth(surfaces, instance)
         rgb = to_uint8(block_mean(radiance, s))
