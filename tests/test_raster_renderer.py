@@ -216,11 +216,15 @@ def test_static_scene_never_changes_away_from_the_object(clips, primitive):
         assert np.array_equal(layers.depth[t][far], layers.depth[0][far])
 
 
-@pytest.mark.parametrize("primitive", ["horizontal_throw", "ramp_up"])
-def test_shading_boxes_lose_nothing(clips, primitive, monkeypatch):
+@pytest.mark.parametrize("primitive,index", [("horizontal_throw", 0), ("free_fall", 1), ("ramp_down", 6)])
+def test_shading_boxes_lose_nothing(primitive, index, monkeypatch):
     """Re-shading the whole frame for the shadow and the contact shadow gives the same pixels as the tight boxes."""
-    spec, traj, layers = clips[primitive]
+    spec, traj, layers = _clip(primitive, 96, 96, 24, index=index)
     whole = (0, spec.camera.height, 0, spec.camera.width)
+    with monkeypatch.context() as patch:
+        patch.setattr(raster._FrameLoop, "_contact", lambda self, box, centre: None)
+        without_contact = RasterRenderer().render(spec, traj).rgb
+    assert not np.array_equal(without_contact, layers.rgb), "the contact shadow should show in this clip"
     monkeypatch.setattr(raster._FrameLoop, "_shadow_box", lambda self, centre: whole)
     monkeypatch.setattr(raster.MovingObject, "contact_box", lambda self, spec, centre, top: whole)
     np.testing.assert_array_equal(RasterRenderer().render(spec, traj).rgb, layers.rgb)

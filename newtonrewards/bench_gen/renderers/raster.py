@@ -31,7 +31,8 @@ from newtonrewards.bench_gen.renderers.raster_scene import (
 from newtonrewards.bench_gen.spec import SceneSpec
 from newtonrewards.physics import Trajectory
 
-CONTACT_REACH = 2.5  # the moving object darkens sky light within this many of its radii (contact shadows)
+CONTACT_REACH = 0.8  # contact shadow: sky light fades in within this many mean half-extents of the object's surface
+CONTACT_STRENGTH = 0.7  # share of sky light a surface touching the object loses
 
 
 def union_box(a, b):
@@ -49,19 +50,17 @@ def intersect_box(a, b):
     return (y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
 
 
-def sphere_occlusion(coords: np.ndarray, centre: np.ndarray, up: np.ndarray, radius: float) -> np.ndarray:
-    """Share [h, w] of the sky a sphere blocks for up-facing receivers: its form factor cos(theta) r^2 / d^2.
+def contact_occlusion(coords: np.ndarray, to_local: np.ndarray, shape: str, half_extents, reach: float):
+    """Share [h, w] of sky light the object takes from receivers near its surface: a soft contact shadow.
 
-    coords: [3, h, w] receiver points and centre, up: [3] the sphere centre and the world up axis, all in one
-    orthonormal frame (here the sun frame). It fades to exactly 0 at CONTACT_REACH radii, inside the contact box.
-    This grounds a resting object with a soft contact shadow.
+    coords: [3, h, w] receiver points in sun space; to_local: [3, 4] maps them to the object's frame. The share
+    falls from CONTACT_STRENGTH at the surface to exactly 0 at `reach` (m), inside the contact box. It grounds
+    a resting object, whose sun shadow the object itself mostly hides from a camera beside the sun.
     """
-    d = centre.astype(np.float32)[:, None, None] - coords
-    dist2 = np.maximum(d[0] * d[0] + d[1] * d[1] + d[2] * d[2], np.float32(1e-6))
-    dist = np.sqrt(dist2)
-    cosine = (up[0] * d[0] + up[1] * d[1] + up[2] * d[2]) / dist
-    fade = 1.0 - tex.smoothstep(0.5 * CONTACT_REACH * radius, CONTACT_REACH * radius, dist)
-    return np.clip(cosine * np.float32(radius * radius) / dist2, 0.0, 1.0) * fade
+    m = to_local.astype(np.float32)
+    local = np.stack([m[k, 0] * coords[0] + m[k, 1] * coords[1] + m[k, 2] * coords[2] + m[k, 3] for k in range(3)])
+    gap = geo.shape_distance(shape, half_extents, local)
+    return CONTACT_STRENGTH * (1.0 - tex.smoothstep(0.0, reach, gap))
 
 
 class MovingObject:
@@ -76,7 +75,7 @@ class MovingObject:
         outline = geo.shape_outline_points(obj.shape, obj.half_extents, lighting.basis[2], self.R)
         corners = geo.shape_corners(obj.half_extents) @ self.R.T
         self.occluder = Occluder(geo.silhouette(outline, lighting.basis), np.zeros(3), corners)
-        self.radius = float(np.mean(obj.half_extents))  # of the sphere standing in for it in contact shadows
+        self.reach = CONTACT_REACH * float(np.mean(obj.half_extents))  # m, of the contact shadow
         footprint = outline @ lighting.basis[:2].T  # the silhouette's extent in sun space, centre-relative, m
         self.sun_lo, self.sun_hi = footprint.min(axis=0), footprint.max(axis=0)
 
@@ -86,11 +85,11 @@ class MovingObject:
 
     def contact_box(self, spec: SceneSpec, centre: np.ndarray, top: float):
         """Pixel box of the surfaces the object's contact shadow reaches, or None when it is far above them all."""
-        reach = CONTACT_REACH * self.radius
         corners = self.occluder.corners + centre
-        if corners[:, 2].min() > top + reach:
+        lo, hi = corners.min(axis=0) - self.reach, corners.max(axis=0) + self.reach
+        if lo[2] > top:
             return None
-        grown = np.concatenate([corners, geo.shape_corners([reach] * 3) + centre])
+        grown = geo.shape_corners((hi - lo) / 2) + (hi + lo) / 2
         grown[:, 2] = np.maximum(grown[:, 2], 0.0)
         return geo.screen_box(spec.camera, grown)
 
@@ -236,9 +235,11 @@ class _FrameLoop:
     def _contact(self, box, centre: np.ndarray) -> None:
         """Remove the sky share the object blocks for the static samples around its contact (a soft dark halo)."""
         y0, y1, x0, x1 = (v * self.s for v in box)
-        basis = self.lighting.basis
+        mover, basis = self.mover, self.lighting.basis
+        rotate = mover.R.T @ basis.T  # sun space -> object frame: p_local = R^T (B^T q - c)
+        to_local = np.concatenate([rotate, (-mover.R.T @ centre)[:, None]], axis=1)
         coords = self.static.coords[:, y0:y1, x0:x1]
-        occlusion = sphere_occlusion(coords, basis @ centre, basis[:, 2], self.mover.radius)
+        occlusion = contact_occlusion(coords, to_local, mover.shape, mover.half, mover.reach)
         self.work[y0:y1, x0:x1] -= self.static.ambient[y0:y1, x0:x1] * occlusion[..., None]
 
     def _object(self, t: int, box, centre: np.ndarray) -> None:

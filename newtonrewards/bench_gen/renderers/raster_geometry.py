@@ -126,6 +126,20 @@ def shape_normals(shape: str, half_extents, p: np.ndarray) -> np.ndarray:
     return n
 
 
+def shape_distance(shape: str, half_extents, p: np.ndarray) -> np.ndarray:
+    """Signed distance (m, negative inside) from local points p [3, ...] to a centred shape's surface."""
+    h = [np.float32(v) for v in half_extents]
+    if shape == "sphere":
+        return np.sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]) - h[0]
+    if shape == "cylinder":
+        q = (np.sqrt(p[0] * p[0] + p[1] * p[1]) - h[0], np.abs(p[2]) - h[2])
+    else:
+        q = (np.abs(p[0]) - h[0], np.abs(p[1]) - h[1], np.abs(p[2]) - h[2])
+    outside = np.sqrt(sum(np.maximum(c, 0.0) ** 2 for c in q))
+    inside = np.minimum(np.maximum.reduce(q), 0.0)
+    return outside + inside
+
+
 def shape_corners(half_extents) -> np.ndarray:
     """The 8 corners [8, 3] of the local bounding box of a centred shape (it contains every shape)."""
     h = np.asarray(half_extents, dtype=np.float64)
