@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def _cli(*args, **popen_kw):
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_manifest_without_duplicates(tmp_path):
-    args = ["--no-ray", "--counts", "train=4", "--width", "64", "--height", "64", "--frames", "8"]
+    args = ["--no-ray", "--counts", "train=10", "--width", "96", "--height", "96", "--frames", "8"]
     killed = tmp_path / "killed"
     proc = _cli(*args, "--out", str(killed))
     deadline = time.time() + 120
@@ -107,16 +108,16 @@ def test_a_killed_run_resumes_to_the_same_manifest_without_duplicates(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     made_before_kill = len(_rows_if_any(killed))
-    assert 3 <= made_before_kill < 20
+    assert 3 <= made_before_kill < 50
     resumed = _cli(*args, "--out", str(killed))
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert f"{20 - made_before_kill} made now, {made_before_kill} already there" in out
+    assert f"{50 - made_before_kill} made now, {made_before_kill} already there" in out
     fresh = _cli(*args, "--out", str(tmp_path / "fresh"))
     _, err = fresh.communicate(timeout=300)
     assert fresh.returncode == 0, err
     assert sorted_manifest(killed) == sorted_manifest(tmp_path / "fresh")
-    assert len({r["clip_id"] for r in dataset.read_manifest(killed)}) == 20
+    assert len(dataset.read_manifest(killed)) == len({r["clip_id"] for r in dataset.read_manifest(killed)}) == 50
     assert not list(killed.rglob(f"*{dataset.TMP_MARK}*"))
 
 
@@ -135,6 +136,31 @@ def test_ray_path_generates_the_same_clips_as_the_in_process_loop(tmp_path, loca
     assert via_ray["new"] == 10
     assert sorted_manifest(via_ray["root"]) == sorted_manifest(in_process["root"])
     assert local_ray.is_initialized()  # the driver used the running Ray and left it up
+
+
+@pytest.mark.slow
+def test_a_ray_worker_killed_mid_task_is_retried_without_losing_or_duplicating_clips(tmp_path, local_ray):
+    psutil = pytest.importorskip("psutil")
+    cfg = tiny_config(tmp_path / "ray", counts={"train": 6}, no_ray=False, workers=2, width=96, height=96)
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(generate(cfg)))
+    runner.start()
+    killed = None
+    deadline = time.time() + 120
+    while killed is None and runner.is_alive() and time.time() < deadline:
+        for proc in psutil.process_iter(["cmdline"]):
+            if "ray::_ray_generate_clip" in " ".join(proc.info["cmdline"] or []):
+                proc.kill()  # SIGKILL, in the middle of a clip
+                killed = proc.pid
+                break
+        time.sleep(0.01)
+    runner.join(timeout=300)
+    assert killed is not None, "no Ray worker was seen running a clip"
+    rows = dataset.read_manifest(Path(result["root"]))
+    assert len(rows) == len({r["clip_id"] for r in rows}) == 30
+    assert sorted_manifest(result["root"]) == sorted_manifest(generate(tiny_config(tmp_path / "loop", counts={"train": 6},
+                                                                                   width=96, height=96))["root"])
+    assert not list(Path(result["root"]).rglob(f"*{dataset.TMP_MARK}*"))
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:

@@ -146,6 +146,7 @@ def generate(cfg: BenchGenerateConfig) -> dict:
             _run_in_process(recipe_of(cfg), root, todo, on_row)
         else:
             _run_ray(recipe_of(cfg), root, todo, on_row, cfg.workers, cfg.ray_address)
+    _remove_leftovers(root)  # a worker killed mid-clip (and retried) leaves its temporary folder behind
     rows = dataset.read_manifest(root)
     per_split = Counter(r["split"] for r in rows)
     info["clips"] = {s: per_split.get(s, 0) for s in counts_of(cfg)}
@@ -197,6 +198,11 @@ def _prepare_output(root: Path, info: dict) -> None:
             dataset.write_json_atomic(root / dataset.DATASET_FILE, {**info, "complete": False})
     except PermissionError as exc:
         raise UserError(f"{exc.filename or root}: no write permission; choose another --out") from None
+    _remove_leftovers(root)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Delete half-made clip folders of killed workers (never visible as clips: they carry the temporary mark)."""
     clips = root / dataset.CLIPS_DIR
     for leftover in clips.glob(f"*/*/.*{dataset.TMP_MARK}*") if clips.exists() else ():
         shutil.rmtree(leftover, ignore_errors=True)
