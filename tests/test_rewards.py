@@ -373,6 +373,16 @@ def test_reference_checks(stub_reward):
     assert torch.allclose(loss, same)
 
 
+def test_composite_gradcheck_with_smooth_stand_ins():
+    # The weighted sum of the three terms, differentiated through stand-in models (the paper's smooth residual).
+    cfg = RewardConfig(kinematic_mode="eulerian", motion_weight=False, pool_sigma=1.0, floor=1.0, w_mass=0.5)
+    reward = NewtonReward(cfg, flow_model=FrameDifferenceFlow(), encoder=PooledEncoder())
+    generator = torch.Generator().manual_seed(6)
+    video = (0.1 + 0.8 * torch.rand(1, 4, 3, 4, 4, generator=generator, dtype=torch.float64)).requires_grad_()
+    reference = 0.1 + 0.8 * torch.rand(1, 4, 3, 4, 4, generator=generator, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda v: reward(v, reference=reference)[0], (video,))
+
+
 def test_bad_flow_tokens_and_options_are_clear_errors():
     flow = torch.zeros(1, 3, 2, 4, 4)
     cases = [
@@ -396,3 +406,4 @@ def test_bad_flow_tokens_and_options_are_clear_errors():
     for call, match in cases:
         with pytest.raises(ValueError, match=match):
             call()
+

@@ -125,7 +125,8 @@ def lagrangian_residual(flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     """Second difference of each point's velocity along its own flow track.
 
     flow [B, T-1, 2, H, W] px/frame -> (residual [B, T-3, 2, H, W] px/frame^3, indexed by the track's start pixel
-    in frame k; valid [B, T-3, 1, H, W] bool, False where the track leaves the frame or meets an occlusion;
+    in frame k; valid [B, T-3, 1, H, W] bool, False where the track leaves the frame, meets an occlusion or a motion
+    boundary;
     speed [B, T-3, 1, H, W] px/frame, the largest of |v0|, |v1|, |v2| along the track, detached).
     """
     b, n, _, height, width = flow.shape
