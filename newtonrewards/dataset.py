@@ -64,6 +64,21 @@ def read_dataset_json(root: Path) -> dict | None:
     return info
 
 
+def open_bench(root: str | Path, split: str | None = None) -> tuple[dict, list[dict]]:
+    """(dataset.json, manifest rows [of one split]) of a NewtonBench root; one clear error if it is not one."""
+    root = Path(root)
+    info = read_dataset_json(root)
+    if info is None:
+        raise UserError(f"{root}: no {DATASET_FILE} here; point to a NewtonBench root (`newtonrewards bench generate`)")
+    rows = read_manifest(root)
+    if split is not None:
+        known = sorted({r["split"] for r in rows})
+        rows = [r for r in rows if r["split"] == split]
+        if not rows:
+            raise UserError(f"{root}: no clips of split {split!r} in the manifest (it has: {', '.join(known) or 'none'})")
+    return info, rows
+
+
 def read_manifest(root: Path) -> list[dict]:
     """All rows of ROOT/manifest.jsonl in file order; a corrupt or incomplete row stops with its line number."""
     path = root / MANIFEST_FILE

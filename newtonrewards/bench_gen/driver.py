@@ -101,6 +101,16 @@ def recipe_of(cfg: BenchGenerateConfig) -> ClipRecipe:
     return ClipRecipe(settings, cfg.renderer, cfg.supersample, cfg.simulator, cfg.crf)
 
 
+def recipe_from_dataset(info: dict) -> ClipRecipe:
+    """The recipe a dataset.json says its clips were made with (to remake a clip or a twin of it)."""
+    g = info["generator"]
+    settings = scenes.SceneSettings(
+        num_frames=g["num_frames"], fps=g["fps"], width=g["width"], height=g["height"],
+        max_distractors=g["max_distractors"], seed=g["seed"],
+    )  # fmt: skip
+    return ClipRecipe(settings, g["renderer"], g["supersample"], g["simulator"], g["crf"])
+
+
 def counts_of(cfg: BenchGenerateConfig) -> dict[str, int]:
     counts = cfg.counts or PRESETS[cfg.preset]
     return {s: counts[s] for s in scenes.SPLITS if s in counts}
@@ -215,17 +225,9 @@ def _run_in_process(recipe: ClipRecipe, root: Path, todo, on_row) -> None:
 
 def _run_ray(recipe: ClipRecipe, root: Path, todo, on_row, workers: int, address: str) -> None:
     """One Ray task per clip, at most two per worker in flight; rows are appended as tasks finish."""
-    import ray
+    from newtonrewards.ray_session import ray_session
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a local Ray listens on loopback only
-            ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    try:
+    with ray_session(address, workers) as ray:
         task = ray.remote(num_cpus=1, max_retries=3)(_ray_generate_clip)
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
         pending, queue = [], list(todo)
@@ -234,9 +236,6 @@ def _run_ray(recipe: ClipRecipe, root: Path, todo, on_row, workers: int, address
                 pending.append(task.remote(recipe, str(root), *queue.pop(0)))
             ready, pending = ray.wait(pending, num_returns=1)
             on_row(ray.get(ready[0]))
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def _ray_generate_clip(recipe: ClipRecipe, root: str, split: str, primitive: str, index: int) -> dict:
