@@ -79,8 +79,8 @@ def render(path: torch.Tensor, size: int = SIZE, hw: int = HW, visible: torch.Te
         cover = ((size / 2 + 0.5 - u.abs()).clamp(0, 1) * (size / 2 + 0.5 - v.abs()).clamp(0, 1))[None]
         if visible is not None and not visible[t]:
             cover = cover * 0
-        texture = 0.5 + 0.25 * torch.sin(1.3 * u) * torch.cos(0.9 * v)
-        colour = torch.stack([0.6 + 0.3 * texture, 0.3 * texture, 0.1 + 0.1 * texture])
+        texture = 0.5 + 0.3 * torch.tanh(3 * u / size) * torch.cos(2 * v / size)  # smooth, no period to alias
+        colour = torch.stack([0.6 + 0.3 * texture, 0.4 * texture, 0.1 + 0.1 * texture])
         frames.append(cover * colour + (1 - cover) * background)
     return torch.stack(frames)[None].float()
 
