@@ -30,7 +30,9 @@ INTERPOLATIONS = ("bilinear", "bicubic")
 CLOSING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))  # merges an object's change spots into one region
 MAX_REGIONS = 8  # per frame, largest first: bounds the cost on noisy generated clips
 MAX_REGION_FRACTION = 0.25  # a "region" covering more of the frame is global change (light, camera), not an object
+MERGE_SHIFT = 4.0  # px: regions this close in shift (and in space) may be one object's edges
 MIN_CORE = 9  # px: a region whose eroded core is smaller matches with its whole mask
+EDGE_GRADIENT = 0.02  # colour change per px (sum of |d/dx| and |d/dy|, largest channel) that separates flat areas
 TOLERANCE = 0.02  # colour L1 per pixel (sum of 3 channels in [0, 1]) below which two warps count as a tie
 
 
@@ -154,9 +156,14 @@ def clip_initial_flow(
         else:
             flow = cv2.calcOpticalFlowFarneback(gray[t], gray[t + 1], None, 0.5, 3, 9, 5, 5, 1.1, 0)
         error = warp_error(colour[t], colour[t + 1], xs, ys, flow, window)
-        for mask, box in regions:
-            shift = match_region(pyramid[t], pyramid[t + 1], mask, box, radius)
-            fuse_shift(colour[t], colour[t + 1], flow, error, shift, mask, box, window, tolerance)
+        segments = flat_segments(blurred[t]) if regions else None
+        shifts = [match_region(pyramid[t], pyramid[t + 1], mask, box, radius) for mask, box in regions]
+        groups = merged_regions(regions, shifts)
+        shifts += [match_region(pyramid[t], pyramid[t + 1], mask, box, radius) for mask, box in groups]
+        for (mask, box), shift in zip(regions + groups, shifts):
+            area = grown_box(box, max(box[2], box[3]) // 2 + window, H, W)
+            shift = outline_shift(colour[t], colour[t + 1], object_outline(mask, area, *segments), shift)
+            fuse_shift(colour[t], colour[t + 1], flow, error, shift, mask, area, segments, window, tolerance)
         out[t] = flow.transpose(2, 0, 1)
     return out
 
@@ -177,6 +184,36 @@ def moving_regions(change: np.ndarray, threshold: float, min_area: int) -> list[
     ]
     keep = sorted(keep, key=lambda k: -stats[k, cv2.CC_STAT_AREA])[:MAX_REGIONS]
     return [(labels == k, tuple(int(v) for v in stats[k, :4])) for k in keep]
+
+
+def merged_regions(regions: list[tuple[np.ndarray, tuple]], shifts: list[np.ndarray]) -> list[tuple[np.ndarray, tuple]]:
+    """Unions of nearby regions with similar shifts, as extra (mask, box) regions; groups of one are left out.
+
+    A plain object moving slowly changes only at its leading and trailing edges: two regions, each with a shift
+    that is uncertain along its edge (aperture problem). Matched together they give the object's whole outline.
+    Near: boxes closer than twice their size; similar: shifts within MERGE_SHIFT px.
+    """
+    n = len(regions)
+    group = list(range(n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            (x, y, w, h), (u, v, a, b) = regions[i][1], regions[j][1]
+            reach = 2 * max(w, h, a, b)
+            near = u < x + w + reach and x < u + a + reach and v < y + h + reach and y < v + b + reach
+            if near and np.linalg.norm(shifts[i] - shifts[j]) <= MERGE_SHIFT:
+                old, new = group[j], group[i]
+                group = [new if g == old else g for g in group]
+    out = []
+    for g in sorted(set(group)):
+        members = [k for k in range(n) if group[k] == g]
+        if len(members) > 1:
+            mask = np.logical_or.reduce([regions[k][0] for k in members])
+            x0 = min(regions[k][1][0] for k in members)
+            y0 = min(regions[k][1][1] for k in members)
+            x1 = max(regions[k][1][0] + regions[k][1][2] for k in members)
+            y1 = max(regions[k][1][1] + regions[k][1][3] for k in members)
+            out.append((mask, (x0, y0, x1 - x0, y1 - y0)))
+    return out
 
 
 def colour_change(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -202,6 +239,31 @@ def match_region(
     coarse = ssd_search(first[1], second[1], weight[::2, ::2], corner, (0, 0), half_radius, subpixel=True)
     dx, dy = np.rint(2 * coarse).astype(int)
     return ssd_search(first[0], second[0], weight, (x, y), (dx, dy), 2, subpixel=True)
+
+
+def object_outline(mask: np.ndarray, area: tuple, labels: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """The region, the flat areas it touches that lie inside `area` (x0, y0, x1, y1), and 2 px around: bool [H, W].
+
+    A plain face changes only where its edges cross the motion, so differencing finds a slow plain box's leading
+    and trailing edges but not the edges along the motion; the face between them (a flat area inside the box)
+    and its rim bring those back, and with them the whole outline that fixes the shift in both directions.
+    """
+    x0, y0, x1, y1 = area
+    touching = np.unique(labels[cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0])
+    inside = [
+        k for k in touching[touching > 0]
+        if stats[k, 0] >= x0 and stats[k, 1] >= y0 and stats[k, 0] + stats[k, 2] <= x1 and stats[k, 1] + stats[k, 3] <= y1
+    ]  # fmt: skip
+    outline = (mask | np.isin(labels, inside)).astype(np.uint8)
+    return cv2.dilate(outline, np.ones((5, 5), np.uint8)) > 0
+
+
+def outline_shift(first: np.ndarray, second: np.ndarray, outline: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Re-match the object's outline (bool [H, W]) within +-3 px of `shift`: (dx, dy) px, sub-pixel."""
+    ys, xs = np.nonzero(outline)
+    x, y = int(xs.min()), int(ys.min())
+    weight = outline[y : ys.max() + 1, x : xs.max() + 1].astype(np.uint8)
+    return ssd_search(first, second, weight, (x, y), tuple(np.rint(shift).astype(int)), 3, subpixel=True)
 
 
 def ssd_search(
@@ -235,27 +297,48 @@ def parabola_offset(values: np.ndarray, index: int) -> float:
     return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5)) if curvature > 0 else 0.0
 
 
+def flat_segments(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected flat areas of a blurred float32 [H, W, 3] image, between edges: labels int32 [H, W] (0 = edge), and
+    (x, y, w, h, area) stats per label."""
+    gradient = [np.abs(cv2.Sobel(image, cv2.CV_32F, dx, 1 - dx, ksize=3, scale=0.125)).max(axis=-1) for dx in (0, 1)]
+    flat = ((gradient[0] + gradient[1]) < EDGE_GRADIENT).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=4)
+    return labels, stats
+
+
+def grown_box(box: tuple, margin: int, H: int, W: int) -> tuple[int, int, int, int]:
+    """(x, y, w, h) grown by `margin` px on each side, clipped to the frame, as (x0, y0, x1, y1)."""
+    x, y, w, h = box
+    return max(0, x - margin), max(0, y - margin), min(W, x + w + margin), min(H, y + h + margin)
+
+
 def fuse_shift(
     first: np.ndarray, second: np.ndarray, flow: np.ndarray, error: np.ndarray, shift: np.ndarray,
-    mask: np.ndarray, box: tuple, window: int, tolerance: float,
+    mask: np.ndarray, area: tuple, segments: tuple[np.ndarray, np.ndarray], window: int, tolerance: float,
 ) -> None:
     """Write a region's constant `shift` into `flow` and `error` (in place) where it explains the frames best.
 
-    Around the region (its box grown by half its size) a pixel takes the shift where its windowed warp error is
-    lower by `tolerance`; inside the region's mask ties go to the shift, so flat object interiors (a white checker
-    square, a plain ball) move with their object instead of matching a look-alike background patch.
-    first, second: float32 [H, W, 3]; flow: float32 [H, W, 2] px/frame; error: float32 [H, W].
+    Within `area` (x0, y0, x1, y1) a pixel takes the shift where its windowed warp error beats the current one by
+    `tolerance`, and also where it ties, if connected to the region through tying pixels: a plain face or a
+    periodic texture (dots, stripes) fits several motions equally well, and the object's own motion is the one
+    that its moving edges show. Ties do not spread into flat areas that reach beyond `area` (sky, plain ground).
+    first, second: float32 [H, W, 3]; flow: float32 [H, W, 2] px/frame; error: float32 [H, W]; mask: bool [H, W].
     """
-    H, W, _ = first.shape
-    x, y, w, h = box
-    margin = max(w, h) // 2 + window
-    x0, y0, x1, y1 = max(0, x - margin), max(0, y - margin), min(W, x + w + margin), min(H, y + h + margin)
+    x0, y0, x1, y1 = area
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     candidate = warp_error(first[y0:y1, x0:x1], second, xs, ys, np.broadcast_to(shift, (y1 - y0, x1 - x0, 2)), window)
-    slack = np.where(mask[y0:y1, x0:x1], tolerance, -tolerance)
-    better = candidate < error[y0:y1, x0:x1] + slack
-    flow[y0:y1, x0:x1][better] = shift
-    error[y0:y1, x0:x1][better] = candidate[better]
+    current = error[y0:y1, x0:x1]
+    ties = candidate <= current + tolerance
+    labels, stats = segments
+    crop = labels[y0:y1, x0:x1]
+    outside = (stats[:, 0] < x0) | (stats[:, 1] < y0) | (stats[:, 0] + stats[:, 2] > x1) | (stats[:, 1] + stats[:, 3] > y1)
+    background = outside[crop] & (crop > 0)  # flat pixels of areas reaching beyond the box
+    seeds = mask[y0:y1, x0:x1] & ties
+    _, grown = cv2.connectedComponents((ties & ~background | seeds).astype(np.uint8), connectivity=4)
+    connected = np.isin(grown, np.unique(grown[seeds])) & (grown > 0)
+    take = (candidate < current - tolerance) | (connected & ties)
+    flow[y0:y1, x0:x1][take] = shift
+    current[take] = candidate[take]
 
 
 def warp_error(target: np.ndarray, source: np.ndarray, xs: np.ndarray, ys: np.ndarray, u: np.ndarray, window: int):
