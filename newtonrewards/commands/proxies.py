@@ -64,7 +64,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
     from newtonrewards.proxies.validate import ValidateConfig, format_summary, validate
 
-    mapping = {"bench": "bench", "split": "split", "flow": "flow_model", "encoder": "encoder", "out": "out"}
+    mapping = {"bench": "bench", "split": "split", "flow": "reward.flow_model", "encoder": "reward.encoder", "out": "out"}
     cfg = build_config(ValidateConfig, args.config, _overrides(args, mapping))
     with tqdm(unit="clip", desc="validate", file=sys.stderr, mininterval=0.5) as bar:
         report = validate(cfg, progress=bar.update)
