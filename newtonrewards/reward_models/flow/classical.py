@@ -31,7 +31,7 @@ CLOSING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))  # merges an obje
 MAX_REGIONS = 8  # per frame, largest first: bounds the cost on noisy generated clips
 MAX_REGION_FRACTION = 0.25  # a "region" covering more of the frame is global change (light, camera), not an object
 MERGE_SHIFT = 4.0  # px: regions this close in shift (and in space) may be one object's edges
-MIN_CORE = 9  # px: a region whose eroded core is smaller matches with its whole mask
+MIN_CORE = 9  # px: smallest template worth matching
 EDGE_GRADIENT = 0.02  # colour change per px (sum of |d/dx| and |d/dy|, largest channel) that separates flat areas
 TOLERANCE = 0.02  # colour L1 per pixel (sum of 3 channels in [0, 1]) below which two warps count as a tie
 
@@ -142,39 +142,62 @@ def clip_initial_flow(
     pyramid = [(f, cv2.pyrDown(f)) for f in colour]
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) if base == "dis" else None
-    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-    tolerance = TOLERANCE * window * window
+    grid = np.mgrid[0:H, 0:W].astype(np.float32)[::-1]  # (xs, ys)
+    moving, changed = moving_pixels(blurred, threshold), moving_pixels(colour, threshold)
     out = np.empty((T - 1, 2, H, W), np.float32)
-    steps = [colour_change(blurred[t], blurred[t + 1]) for t in range(T - 1)]
     for t in range(T - 1):
-        # pixels of frame t that differ from frame t+1 AND from frame t-1 (t+2 at t=0): where a fast object IS at t,
-        # not where it comes from or goes to
-        other = steps[t - 1] if t > 0 else colour_change(blurred[0], blurred[2]) if T > 2 else steps[0]
-        regions = moving_regions(np.minimum(steps[t], other), threshold, min_area)
         if dis is not None:
             flow = dis.calc(gray[t], gray[t + 1], None)
         else:
             flow = cv2.calcOpticalFlowFarneback(gray[t], gray[t + 1], None, 0.5, 3, 9, 5, 5, 1.1, 0)
-        error = warp_error(colour[t], colour[t + 1], xs, ys, flow, window)
-        segments = flat_segments(blurred[t]) if regions else None
-        shifts = [match_region(pyramid[t], pyramid[t + 1], mask, box, radius) for mask, box in regions]
-        groups = merged_regions(regions, shifts)
-        shifts += [match_region(pyramid[t], pyramid[t + 1], mask, box, radius) for mask, box in groups]
-        for (mask, box), shift in zip(regions + groups, shifts):
-            area = grown_box(box, max(box[2], box[3]) // 2 + window, H, W)
-            shift = outline_shift(colour[t], colour[t + 1], object_outline(mask, area, *segments), shift)
-            fuse_shift(colour[t], colour[t + 1], flow, error, shift, mask, area, segments, window, tolerance)
+        regions = moving_regions(moving[t], min_area)
+        if regions:
+            segments = flat_segments(blurred[t])
+            fuse_regions((pyramid[t], pyramid[t + 1]), segments, regions, changed[t], flow, grid, radius, window)
         out[t] = flow.transpose(2, 0, 1)
     return out
 
 
-def moving_regions(change: np.ndarray, threshold: float, min_area: int) -> list[tuple[np.ndarray, tuple]]:
-    """Connected regions where `change` [H, W] exceeds `threshold`, as (bool mask [H, W], (x, y, w, h) box).
+def moving_pixels(frames: np.ndarray, threshold: float) -> list[np.ndarray]:
+    """Per frame t < T-1, pixels that differ from frame t+1 AND from frame t-1 (t+2 at t=0): bool [H, W] each.
+
+    Differencing against two other frames keeps where a fast object IS in frame t, not where it comes from or
+    goes to. frames: float32 [T, H, W, 3].
+    """
+    T = len(frames)
+    steps = [colour_change(frames[t], frames[t + 1]) for t in range(T - 1)]
+    first_other = colour_change(frames[0], frames[2]) if T > 2 else steps[0]
+    return [np.minimum(steps[t], steps[t - 1] if t > 0 else first_other) > threshold for t in range(T - 1)]
+
+
+def fuse_regions(
+    images: tuple, segments: tuple, regions: list, changed: np.ndarray, flow: np.ndarray, grid: np.ndarray,
+    radius: int, window: int,
+) -> None:
+    """Match each moving region (and each group of nearby regions) and fuse its shift into `flow` (in place).
+
+    images: ((frame t, its half-size), (frame t+1, its half-size)) float32 [H, W, 3]; changed: bool [H, W], the
+    unblurred moving pixels; flow: float32 [H, W, 2] px/frame; grid: (xs, ys) float32 [2, H, W].
+    """
+    (first, _), (second, _) = images
+    H, W, _ = first.shape
+    error = warp_error(first, second, grid[0], grid[1], flow, window)
+    matched = [(m, b, region_shift(images, m, b, changed, radius)) for m, b in regions]
+    groups = merged_regions(regions, [shift for _, _, shift in matched])
+    matched += [(m, b, region_shift(images, m, b, changed, radius)) for m, b in groups]
+    for mask, box, shift in matched:
+        area = grown_box(box, max(box[2], box[3]) // 2 + window, H, W)
+        shift = outline_shift(first, second, object_outline(mask, area, *segments), shift)
+        fuse_shift(first, second, flow, error, shift, mask, area, segments, window, TOLERANCE * window * window)
+
+
+def moving_regions(moving: np.ndarray, min_area: int) -> list[tuple[np.ndarray, tuple]]:
+    """Connected regions of moving pixels (bool [H, W]), as (bool mask [H, W], (x, y, w, h) box).
 
     Largest first, at most MAX_REGIONS; specks below `min_area` px and frame-sized changes are dropped.
     """
-    H, W = change.shape
-    moving = cv2.morphologyEx((change > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    H, W = moving.shape
+    moving = cv2.morphologyEx(moving.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, CLOSING)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(moving)
     keep = [
@@ -222,6 +245,32 @@ def colour_change(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return cv2.max(cv2.max(r, g), b)
 
 
+def region_shift(images: tuple, mask: np.ndarray, box: tuple, changed: np.ndarray, radius: int) -> np.ndarray:
+    """A region's shift (dx, dy) px from frame t to t+1: the better of two templates, by the region's warp error.
+
+    The blurred difference grows a region ~2 px into the background, which misleads the match when the background
+    changes behind the object (crossing the horizon); its eroded core drops the object's rim, the only part that
+    fixes the shift of a plain object moving along its length. The unblurred changed pixels keep the rim and lose
+    the background, but are few and scattered on small or low-contrast objects. Both templates are matched.
+    images: ((frame t, its half-size), (frame t+1, its half-size)) float32 [H, W, 3]; mask, changed: bool [H, W].
+    """
+    (first, _), (second, _) = images
+    templates = [mask & changed, cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0, mask]
+    templates = [m for m in templates if m.sum() >= MIN_CORE][:2] or [mask]
+    shifts = [match_region(*images, m, box, radius) for m in templates]
+    if len(shifts) == 1 or np.linalg.norm(shifts[0] - shifts[1]) < 0.5:
+        return shifts[0]
+    x, y, w, h = box
+    ys, xs = np.mgrid[y : y + h, x : x + w].astype(np.float32)
+    inside = mask[y : y + h, x : x + w]
+    errors = [
+        np.abs(cv2.remap(second, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+               - first[y : y + h, x : x + w]).sum(axis=-1)[inside].mean()
+        for dx, dy in shifts
+    ]  # fmt: skip
+    return shifts[int(np.argmin(errors))]
+
+
 def match_region(
     first: list[np.ndarray], second: list[np.ndarray], mask: np.ndarray, box: tuple, radius: int
 ) -> np.ndarray:
@@ -233,8 +282,6 @@ def match_region(
     """
     x, y, w, h = box
     weight = mask[y : y + h, x : x + w].astype(np.uint8)
-    core = cv2.erode(weight, np.ones((5, 5), np.uint8))  # the blur grew the change ~2 px into the background
-    weight = core if core.sum() >= MIN_CORE else weight
     corner, half_radius = (x // 2, y // 2), max(1, radius // 2)
     coarse = ssd_search(first[1], second[1], weight[::2, ::2], corner, (0, 0), half_radius, subpixel=True)
     dx, dy = np.rint(2 * coarse).astype(int)
@@ -248,12 +295,8 @@ def object_outline(mask: np.ndarray, area: tuple, labels: np.ndarray, stats: np.
     and trailing edges but not the edges along the motion; the face between them (a flat area inside the box)
     and its rim bring those back, and with them the whole outline that fixes the shift in both directions.
     """
-    x0, y0, x1, y1 = area
     touching = np.unique(labels[cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0])
-    inside = [
-        k for k in touching[touching > 0]
-        if stats[k, 0] >= x0 and stats[k, 1] >= y0 and stats[k, 0] + stats[k, 2] <= x1 and stats[k, 1] + stats[k, 3] <= y1
-    ]  # fmt: skip
+    inside = touching[(touching > 0) & segments_within(stats, area)[touching]]
     outline = (mask | np.isin(labels, inside)).astype(np.uint8)
     return cv2.dilate(outline, np.ones((5, 5), np.uint8)) > 0
 
@@ -306,6 +349,13 @@ def flat_segments(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, stats
 
 
+def segments_within(stats: np.ndarray, area: tuple) -> np.ndarray:
+    """bool [K]: which of K labelled areas (x, y, w, h, n stats) lie inside `area` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = area
+    x, y, w, h = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    return (x >= x0) & (y >= y0) & (x + w <= x1) & (y + h <= y1)
+
+
 def grown_box(box: tuple, margin: int, H: int, W: int) -> tuple[int, int, int, int]:
     """(x, y, w, h) grown by `margin` px on each side, clipped to the frame, as (x0, y0, x1, y1)."""
     x, y, w, h = box
@@ -331,8 +381,7 @@ def fuse_shift(
     ties = candidate <= current + tolerance
     labels, stats = segments
     crop = labels[y0:y1, x0:x1]
-    outside = (stats[:, 0] < x0) | (stats[:, 1] < y0) | (stats[:, 0] + stats[:, 2] > x1) | (stats[:, 1] + stats[:, 3] > y1)
-    background = outside[crop] & (crop > 0)  # flat pixels of areas reaching beyond the box
+    background = ~segments_within(stats, area)[crop] & (crop > 0)  # flat pixels of areas reaching beyond the box
     seeds = mask[y0:y1, x0:x1] & ties
     _, grown = cv2.connectedComponents((ties & ~background | seeds).astype(np.uint8), connectivity=4)
     connected = np.isin(grown, np.unique(grown[seeds])) & (grown > 0)
