@@ -146,6 +146,8 @@ def test_output_contract_and_gradient_reaches_input(name):
     flow.square().mean().backward()
     assert video.grad is not None and video.grad.abs().sum() > 0
     assert video.grad[:, 0].abs().sum() > 0 and video.grad[:, 1].abs().sum() > 0  # both frames of pair 0
+    with torch.no_grad():
+        assert model(video.detach().to(torch.bfloat16)).dtype == torch.float32  # mixed-precision callers
 
 
 @pytest.mark.parametrize("name", flow_model_names())

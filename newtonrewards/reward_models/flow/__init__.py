@@ -5,9 +5,10 @@ Protocol. A FlowModel is a `torch.nn.Module` whose `forward(video)` takes
 and returns the forward optical flow
     flow:  float [B, T-1, 2, H, W], pixels per frame, (dx, dy) with +y down; flow[:, t] maps frame t to frame t+1
            (the point seen at pixel p in frame t is seen at p + flow[:, t, :, p] in frame t+1); velocity = flow * fps.
-The output has the input's float dtype (float32 in training). Every parameter and buffer is frozen:
-`requires_grad` is False and the module stays in eval mode (`train()` cannot switch it back), yet the flow is
-differentiable with respect to the input video, so a reward on the flow backpropagates into the generator.
+The flow is float32 whatever the input's float dtype (float64 for float64 input, for gradient checks). Every
+parameter and buffer is frozen: `requires_grad` is False and the module stays in eval mode (`train()` cannot
+switch it back), yet the flow is differentiable with respect to the input video, so a reward on the flow
+backpropagates into the generator. Bad input (shape, dtype, range, NaN, fewer than 2 frames) raises ValueError.
 
 Backends (a module is imported only when chosen):
     classical  embedded default, no weights: an accurate non-differentiable initial flow on the detached frames

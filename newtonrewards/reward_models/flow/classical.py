@@ -4,11 +4,14 @@ Coarse-to-fine flows (pyramidal Lucas-Kanade, Farneback, DIS) lose small objects
 per frame: at the coarse levels the object is a pixel or two and the background's zero motion wins. NewtonBench's
 throws move a 10-40 px object by up to ~35 px per frame. So the flow is built in two stages:
 
-1. initial flow (numpy/OpenCV, on the detached frames quantised to uint8, no gradient):
+1. initial flow (numpy/OpenCV, on the detached frames quantised to uint8, no gradient), per frame pair t, t+1:
    a. a dense base flow, DIS (default) or Farneback;
    b. moving regions of frame t: pixels that differ from both neighbouring frames (three-frame differencing);
-   c. each region's displacement to frame t+1 by masked template matching in a search window, refined to sub-pixel;
-   d. per pixel, the candidate (base flow or a region's displacement) with the lowest local warp error.
+   c. each region's shift to frame t+1 by masked template matching (coarse at half size over the whole search
+      radius, then full size, sub-pixel), also for groups of nearby regions (a plain box's leading and trailing
+      edges), then re-matched on the object's outline (the region plus the plain faces it encloses);
+   d. per pixel, the shift replaces the base flow where its local warp error is lower, and where it ties if the
+      pixel is connected to the region through tying pixels (plain faces, periodic textures).
 2. refinement (torch, differentiable): a few Gauss-Newton / Lucas-Kanade steps around the initial flow. Frame t+1
    is warped by the current flow (grid_sample), the brightness constancy is linearised, and a damped 2x2 system is
    solved per pixel over a small window. The flow is `initial + sum of steps`, so its gradient reaches the pixels
@@ -41,7 +44,7 @@ class ClassicalFlow(FrozenFlowModel):
 
     base:             dense initial flow, "dis" (fast) or "farneback".
     search_fraction:  largest displacement searched for moving regions, as a fraction of the longer image side.
-    change_threshold: colour change (0-1 scale, after a sigma-1 blur) that marks a pixel as moving.
+    change_threshold: colour change (largest channel, 0-1 scale) that marks a pixel as moving.
     min_region_area:  smallest moving region (px) that gets its own displacement candidate.
     fusion_window:    side (px) of the window whose warp error picks the candidate per pixel.
     iterations:       differentiable Lucas-Kanade steps.
@@ -83,8 +86,10 @@ class ClassicalFlow(FrozenFlowModel):
         self.freeze()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """Forward flow [B, T-1, 2, H, W] (px/frame, +y down), differentiable wrt `video`, in its dtype."""
+        """Forward flow [B, T-1, 2, H, W] (px/frame, +y down), differentiable wrt `video`; float32 (float64 input:
+        float64, for gradient checks)."""
         check_video(video, "video", min_frames=2)
+        video = video.to(torch.promote_types(video.dtype, torch.float32))  # half precision would spoil the 2x2 solves
         B, T, _, H, W = video.shape
         if H < 8 or W < 8:
             raise ValueError(f"video: classical flow needs frames of at least 8x8 pixels, got {H}x{W}")

@@ -59,7 +59,8 @@ class RAFTFlow(FrozenFlowModel):
         self.freeze()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """Forward flow [B, T-1, 2, H, W] (px/frame, +y down), differentiable wrt `video`, in its dtype."""
+        """Forward flow [B, T-1, 2, H, W] (px/frame, +y down), differentiable wrt `video`; float32 (float64 input:
+        float64)."""
         check_video(video, "video", min_frames=2)
         B, T, _, H, W = video.shape
         frames = video.to(next(self.raft.parameters()).dtype) * 2 - 1
@@ -72,7 +73,8 @@ class RAFTFlow(FrozenFlowModel):
                 for i in range(0, first.shape[0], step)
             ]
         )
-        return flow[..., top : top + H, left : left + W].reshape(B, T - 1, 2, H, W).to(video.dtype)
+        flow = flow[..., top : top + H, left : left + W].reshape(B, T - 1, 2, H, W)
+        return flow.to(torch.promote_types(video.dtype, torch.float32))
 
 
 def pad_frames(images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
