@@ -54,6 +54,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value) if value.strip() else ""
 
 
+def overrides_from_args(args: Any, mapping: dict[str, str]) -> dict[str, Any]:
+    """{option: value} for each CLI flag in `mapping` ({flag attribute: dotted option}) that was given, then --set."""
+    out = {opt: getattr(args, flag) for flag, opt in mapping.items() if getattr(args, flag, None) is not None}
+    out.update(parse_override(s) for s in getattr(args, "set", []))
+    return out
+
+
 def to_dict(cfg: Any) -> dict:
     """A plain, JSON-ready dict of a config dataclass (for dataset.json, checkpoints and reports)."""
     return dataclasses.asdict(cfg)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from newtonrewards.config import build_config, parse_override
+from newtonrewards.config import build_config, overrides_from_args
 
 # flag -> config option of BenchGenerateConfig
 _GENERATE_FLAGS = {
@@ -57,9 +57,7 @@ def add_parser(verbs) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     from newtonrewards.bench_gen.driver import BenchGenerateConfig, generate
 
-    overrides = {opt: getattr(args, flag) for flag, opt in _GENERATE_FLAGS.items() if getattr(args, flag) is not None}
-    overrides.update(parse_override(s) for s in args.set)
-    cfg = build_config(BenchGenerateConfig, args.config, overrides)
+    cfg = build_config(BenchGenerateConfig, args.config, overrides_from_args(args, _GENERATE_FLAGS))
     summary = generate(cfg)
     splits = ", ".join(f"{s} {n}" for s, n in summary["per_split"].items())
     print(f"NewtonBench: {summary['total']} clips in {summary['root']} ({summary['new']} made now, "

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from newtonrewards.config import build_config, parse_override
+from newtonrewards.config import build_config, overrides_from_args
 
 
 def add_parser(verbs) -> None:
@@ -43,18 +43,12 @@ def add_parser(verbs) -> None:
     va.set_defaults(run=run_validate)
 
 
-def _overrides(args, mapping: dict[str, str]) -> dict:
-    out = {opt: getattr(args, flag) for flag, opt in mapping.items() if getattr(args, flag, None) is not None}
-    out.update(parse_override(s) for s in args.set)
-    return out
-
-
 def run_extract(args: argparse.Namespace) -> int:
     from newtonrewards.proxies.extract import ExtractConfig, extract
 
     mapping = {"bench": "bench", "split": "split", "encoder": "encoder", "model": "encoder_kwargs.model",
                "flow": "flow_model", "workers": "workers", "ray_address": "ray_address", "no_ray": "no_ray"}  # fmt: skip
-    summary = extract(build_config(ExtractConfig, args.config, _overrides(args, mapping)))
+    summary = extract(build_config(ExtractConfig, args.config, overrides_from_args(args, mapping)))
     print(f"features: {summary['clips']} clips in {summary['root']} ({summary['new']} computed now)")
     return 0
 
@@ -65,7 +59,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from newtonrewards.proxies.validate import ValidateConfig, format_summary, validate
 
     mapping = {"bench": "bench", "split": "split", "flow": "reward.flow_model", "encoder": "reward.encoder", "out": "out"}
-    cfg = build_config(ValidateConfig, args.config, _overrides(args, mapping))
+    cfg = build_config(ValidateConfig, args.config, overrides_from_args(args, mapping))
     with tqdm(unit="clip", desc="validate", file=sys.stderr, mininterval=0.5) as bar:
         report = validate(cfg, progress=bar.update)
     print(format_summary(report["summary"]))

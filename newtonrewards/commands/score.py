@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from newtonrewards.config import build_config, parse_override
+from newtonrewards.config import build_config, overrides_from_args
 from newtonrewards.errors import UserError
 
 
@@ -33,13 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     from newtonrewards.scoring import ScoreConfig, format_table, score, write_report
 
-    overrides = {"paths": args.paths, "out": args.out}
-    for flag, option in (("bench", "bench"), ("flow", "reward.flow_model"), ("encoder", "reward.encoder"),
-                         ("mode", "reward.kinematic_mode")):  # fmt: skip
-        if getattr(args, flag) is not None:
-            overrides[option] = getattr(args, flag)
-    overrides.update(parse_override(s) for s in args.set)
-    cfg = build_config(ScoreConfig, args.config, overrides)
+    mapping = {"paths": "paths", "out": "out", "bench": "bench", "flow": "reward.flow_model",
+               "encoder": "reward.encoder", "mode": "reward.kinematic_mode"}  # fmt: skip
+    cfg = build_config(ScoreConfig, args.config, overrides_from_args(args, mapping))
     with tqdm(unit="clip", desc="score", file=sys.stderr, mininterval=0.5) as bar:
         result = score(cfg, progress=bar.update)
     print(format_table(result["rows"]))
