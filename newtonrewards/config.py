@@ -71,7 +71,7 @@ def _fill(cls: type, data: dict, prefix: str, errors: list[str]):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            errors.append(f"unknown option {prefix}{key!r} (known: {', '.join(fields)})")
+            errors.append(f"unknown option {prefix + key!r} (known: {', '.join(fields)})")
     kwargs = {}
     for name in fields:
         if name not in data:
