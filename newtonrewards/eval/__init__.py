@@ -1,0 +1,1 @@
+"""Evaluation against NewtonBench: object tracking in generated clips, physics and visual metrics, reports."""
