@@ -245,3 +245,8 @@ def test_unknown_names_list_the_known_ones():
         make_flow_model("raft", variant="medium")
     with pytest.raises(ValueError, match="base: unknown initial flow"):
         make_flow_model("classical", base="pwc")
+
+
+def test_classical_too_small_frames_are_a_clear_value_error():
+    with pytest.raises(ValueError, match="at least 16x16 pixels, got 8x12"):
+        make_flow_model("classical")(torch.rand(1, 2, 3, 8, 12))

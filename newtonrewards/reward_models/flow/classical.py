@@ -91,8 +91,8 @@ class ClassicalFlow(FrozenFlowModel):
         check_video(video, "video", min_frames=2)
         video = video.to(torch.promote_types(video.dtype, torch.float32))  # half precision would spoil the 2x2 solves
         B, T, _, H, W = video.shape
-        if H < 8 or W < 8:
-            raise ValueError(f"video: classical flow needs frames of at least 8x8 pixels, got {H}x{W}")
+        if H < 16 or W < 16:  # DIS needs 12 px, the region search a few more
+            raise ValueError(f"video: classical flow needs frames of at least 16x16 pixels, got {H}x{W}")
         flow = self.initial_flow(video).reshape(B * (T - 1), 2, H, W)
         smoothed = self.smooth(video.reshape(B * T, 3, H, W)).reshape(B, T, 3, H, W)
         first, second = smoothed[:, :-1].reshape(-1, 3, H, W), smoothed[:, 1:].reshape(-1, 3, H, W)
@@ -118,7 +118,7 @@ class ClassicalFlow(FrozenFlowModel):
         if self.kernel.numel() == 1:
             return images
         C, r = images.shape[1], self.kernel.numel() // 2
-        k = self.kernel.to(images.dtype)
+        k = self.kernel.to(images)  # dtype and device of the frames
         x = F.pad(images, (r, r, r, r), mode="replicate")
         x = F.conv2d(x, k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
         return F.conv2d(x, k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
@@ -287,6 +287,8 @@ def match_region(
     """
     x, y, w, h = box
     weight = mask[y : y + h, x : x + w].astype(np.uint8)
+    if weight[::2, ::2].sum() < MIN_CORE:  # too thin to survive halving: search at full size
+        return ssd_search(first[0], second[0], weight, (x, y), (0, 0), radius, subpixel=True)
     corner, half_radius = (x // 2, y // 2), max(1, radius // 2)
     coarse = ssd_search(first[1], second[1], weight[::2, ::2], corner, (0, 0), half_radius, subpixel=True)
     dx, dy = np.rint(2 * coarse).astype(int)
