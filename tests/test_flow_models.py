@@ -250,3 +250,13 @@ def test_unknown_names_list_the_known_ones():
 def test_classical_too_small_frames_are_a_clear_value_error():
     with pytest.raises(ValueError, match="at least 16x16 pixels, got 8x12"):
         make_flow_model("classical")(torch.rand(1, 2, 3, 8, 12))
+
+
+def test_raft_chunks_give_the_same_flow():
+    torch.manual_seed(0)
+    whole = make_flow_model("raft", **RAFT_FAST)
+    chunked = make_flow_model("raft", **RAFT_FAST, chunk_size=1)
+    chunked.load_state_dict(whole.state_dict())
+    video = torch.rand(2, 3, 3, 48, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(video), whole(video), rtol=1e-4, atol=1e-4)
