@@ -25,6 +25,7 @@ from newtonrewards.bench_gen import scenes
 from newtonrewards.bench_gen.driver import recipe_from_dataset
 from newtonrewards.bench_gen.renderers import make_renderer
 from newtonrewards.proxies.corruptions import CORRUPTIONS, LAW_BLIND, NON_CONSTANT_ACCELERATION, corrupt_path, longest_moving_window
+from newtonrewards.reward_models.flow import accuracy
 from newtonrewards.rewards.composite import RewardConfig, newton_loss
 from newtonrewards.video import read_video, to_float, write_video
 
@@ -44,24 +45,14 @@ class ValidateConfig:
     out: str = ""  # JSON report (optional)
 
 
-def clip_flow_metrics(pred: np.ndarray, gt: dict) -> dict[str, float]:
-    """EPE (px/frame) on object pixels and all pixels, and the relative error of the recovered acceleration.
-
-    pred: [T-1, 2, H, W] predicted flow. Acceleration: v_t = mean of pred[t] over the true object mask of frame t;
-    a_t = v_{t+1} - v_t over frames of the first segment (px/frame^2), compared with acceleration_2d / fps^2 there.
-    """
-    masks, flow, fps = gt["masks"], gt["flow"], float(gt["fps"])
-    obj = masks[:-1] == 1
-    err = np.linalg.norm(pred - flow, axis=1)  # [T-1, H, W]
-    out = {"epe_object": float(err[obj].mean()), "epe_all": float(err.mean())}
-    seg = gt["segment"]
-    n = int(np.argmax(seg != seg[0])) if (seg != seg[0]).any() else len(seg)
-    if n >= 3 and gt["phase"][0] != physics.REST:
-        v = np.stack([pred[t][:, obj[t]].mean(axis=1) for t in range(n - 1)])  # [n-1, 2] px/frame
-        a_est = np.diff(v, axis=0).mean(axis=0)
-        a_true = gt["acceleration_2d"][: n - 2].mean(axis=0) / fps**2
-        out["accel_est"], out["accel_true"] = a_est.tolist(), a_true.tolist()
-        out["accel_rel_error"] = float(np.linalg.norm(a_est - a_true) / max(np.linalg.norm(a_true), 1e-9))
+def clip_flow_metrics(pred: np.ndarray, gt: dict) -> dict:
+    """EPE (px/frame) on object pixels and all pixels, and the relative error of the acceleration recovered from
+    `pred` [T-1, 2, H, W] in the first segment (reward_models/flow/accuracy.py defines the measure)."""
+    acc = accuracy.clip_accuracy(pred, gt, float(gt["fps"]))
+    out = {"epe_object": acc["epe_object"], "epe_all": acc["epe_all"]}
+    if len(acc["a_true"]):
+        out["accel_est"], out["accel_true"] = acc["a_pred"].mean(0).tolist(), acc["a_true"].mean(0).tolist()
+        out["accel_rel_error"] = accuracy.relative_error(acc["a_pred"], acc["a_true"])
     return out
 
 
