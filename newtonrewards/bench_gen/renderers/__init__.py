@@ -6,7 +6,6 @@ A backend module is imported only when chosen.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from newtonrewards.bench_gen.spec import SceneSpec
 from newtonrewards.physics import Trajectory
+from newtonrewards.registry import build_backend
 
 # Instance ids in `Layers.instance`: 0 is scenery (sky, ground, ramp), 1 the moving object, 2.. the distractors.
 SCENERY_ID, OBJECT_ID, FIRST_DISTRACTOR_ID = 0, 1, 2
@@ -56,7 +56,4 @@ def renderer_names() -> tuple[str, ...]:
 
 def make_renderer(name: str, **kwargs) -> Renderer:
     """Build the renderer registered as `name`; an unknown name lists the known ones."""
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown renderer {name!r}; known: {', '.join(_BACKENDS)}")
-    module, cls = _BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    return build_backend(_BACKENDS, "renderer", name, **kwargs)

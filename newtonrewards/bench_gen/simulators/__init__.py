@@ -6,11 +6,11 @@ Bullet (needs the `bench` extra). A backend module is imported only when chosen.
 
 from __future__ import annotations
 
-import importlib
 from typing import Protocol
 
 from newtonrewards.bench_gen.spec import SceneSpec
 from newtonrewards.physics import Trajectory
+from newtonrewards.registry import build_backend
 
 _BACKENDS = {
     "analytic": "newtonrewards.bench_gen.simulators.analytic:AnalyticSimulator",
@@ -29,7 +29,4 @@ def simulator_names() -> tuple[str, ...]:
 
 def make_simulator(name: str, **kwargs) -> Simulator:
     """Build the simulator registered as `name`; an unknown name lists the known ones."""
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown simulator {name!r}; known: {', '.join(_BACKENDS)}")
-    module, cls = _BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    return build_backend(_BACKENDS, "simulator", name, **kwargs)

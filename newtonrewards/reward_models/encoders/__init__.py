@@ -20,9 +20,10 @@ Backends (a backend module is imported only when chosen):
 
 from __future__ import annotations
 
-import importlib
 
 from torch import nn
+
+from newtonrewards.registry import build_backend
 
 _BACKENDS = {
     "pixels": "newtonrewards.reward_models.encoders.pixels:PixelEncoder",
@@ -54,7 +55,4 @@ def encoder_names() -> tuple[str, ...]:
 
 def make_encoder(name: str, **kwargs) -> Encoder:
     """Build the encoder registered as `name` with the backend's keyword arguments; an unknown name lists the known."""
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown encoder {name!r}; known: {', '.join(_BACKENDS)}")
-    module, cls = _BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    return build_backend(_BACKENDS, "encoder", name, **kwargs)

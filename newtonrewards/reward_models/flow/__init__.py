@@ -22,9 +22,9 @@ Backends (a module is imported only when chosen):
 
 from __future__ import annotations
 
-import importlib
-
 import torch
+
+from newtonrewards.registry import build_backend
 
 _BACKENDS = {
     "classical": "newtonrewards.reward_models.flow.classical:ClassicalFlow",
@@ -53,7 +53,4 @@ def flow_model_names() -> tuple[str, ...]:
 
 def make_flow_model(name: str, **kwargs) -> torch.nn.Module:
     """Build the frozen flow model registered as `name`; an unknown name lists the known ones."""
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown flow model {name!r}; known: {', '.join(_BACKENDS)}")
-    module, cls = _BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    return build_backend(_BACKENDS, "flow model", name, **kwargs)
