@@ -23,8 +23,16 @@ from newtonrewards.rewards import (
     mass_loss,
     motion_floor,
     newton_loss,
+    paper_kinematic,
+    track_accelerations,
 )
-from newtonrewards.rewards.kinematic import gaussian_pool
+from newtonrewards.rewards.kinematic import (
+    TEXTURE_THRESHOLD,
+    constant_fit_deviation,
+    gaussian_pool,
+    trackable,
+    weighted_median,
+)
 
 HW, SIZE, FRAMES = 64, 12, 16  # frame side, square side (px), frames per clip
 THROW = dict(p0=(12.0, 40.0), v0=(2.0, -2.5), a=(0.0, 0.3))  # px, px/frame, px/frame^2 (+y down)
@@ -141,20 +149,39 @@ def throw_flows() -> dict[tuple[str, float], torch.Tensor]:
     return flows
 
 
+@pytest.mark.parametrize("downsample", [1, 2], ids=["full-size", "half-size"])
 @pytest.mark.parametrize("pool_sigma", [0.0, 2.0], ids=["per-pixel", "pooled"])
 @pytest.mark.parametrize("flow_sigma", [0.0, 1.0], ids=["exact-flow", "smoothed-flow"])
 @pytest.mark.parametrize("motion_weight", [False, True], ids=["all-pixels", "motion-weighted"])
 @pytest.mark.parametrize("mode,min_ratio", [("eulerian", 3.0), ("lagrangian", 10.0)])
 def test_constant_acceleration_beats_nonuniform_timing(
-    throw_flows, mode, min_ratio, motion_weight, flow_sigma, pool_sigma
+    throw_flows, mode, min_ratio, motion_weight, flow_sigma, pool_sigma, downsample
 ):
     """The project's acceptance, pure-function version: physical loss >= 3x (Eulerian) / 10x (Lagrangian) lower."""
     physical, retimed = (
-        kinematic_loss(throw_flows[timing, flow_sigma], mode, "mse", motion_weight, pool_sigma=pool_sigma)[0]
+        kinematic_loss(
+            throw_flows[timing, flow_sigma], mode, "mse", motion_weight, pool_sigma=pool_sigma, downsample=downsample
+        )[0]
         for timing in ("physical", "retimed")
     )
     ratio = float(retimed / physical.clamp_min(1e-30))
     assert ratio >= min_ratio, f"{mode}: re-timed / physical kinematic loss = {ratio:.3g} < {min_ratio}"
+
+
+@pytest.mark.parametrize("downsample", [1, 2], ids=["full-size", "half-size"])
+@pytest.mark.parametrize("flow_sigma", [0.0, 1.0], ids=["exact-flow", "smoothed-flow"])
+@pytest.mark.parametrize("reduction", ["mse", "l1"])
+def test_object_mode_separates_constant_acceleration_from_nonuniform_timing(
+    throw_flows, reduction, flow_sigma, downsample
+):
+    # Every kept track of the square moves rigidly, so the physical clip's accelerations are one constant (exactly, on
+    # the exact flow); re-timing changes them from frame to frame. The acceptance asks 10x; the object mode gives >300x.
+    physical, retimed = (
+        kinematic_loss(throw_flows[timing, flow_sigma], "object", reduction, True, downsample=downsample)[0]
+        for timing in ("physical", "retimed")
+    )
+    assert float(retimed / physical.clamp_min(1e-30)) > 300
+    assert physical.item() < (1e-12 if flow_sigma == 0 else 1e-3)
 
 
 def test_residual_units_and_reductions_follow_the_closed_form():
@@ -205,6 +232,81 @@ def test_lagrangian_drops_tracks_that_leave_the_frame():
     assert valid[0, 0, 0, :, :3].all() and not valid[0, 0, 0, :, 3:].any()
 
 
+def uniform_flow(velocities_x, velocity_y: float = 0.5, hw: int = 64) -> torch.Tensor:
+    """Every pixel moves by (v_x[k], velocity_y) px/frame at flow k -> [1, K, 2, hw, hw] float64."""
+    flow = torch.empty(1, len(velocities_x), 2, hw, hw, dtype=torch.float64)
+    flow[:, :, 0] = torch.tensor(velocities_x, dtype=torch.float64)[:, None, None]
+    flow[:, :, 1] = velocity_y
+    return flow
+
+
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_object_mode_is_the_distance_to_the_nearest_constant_acceleration(downsample):
+    # Accelerations (1, 1, 1, 2) in x and 0 in y, px/frame^2. Nearest constant: median 1 (l1), mean 1.25 (mse).
+    # Frames count s / (s + 20) by their tracked area s (~3000 px here): equal to 1% (tracks that leave differ).
+    flow = uniform_flow([1.0, 2.0, 3.0, 4.0, 6.0])
+    l1, diagnostics = kinematic_loss(flow, "object", "l1", True, downsample=downsample)
+    mse, _ = kinematic_loss(flow, "object", "mse", True, downsample=downsample)
+    assert l1.item() == pytest.approx((0 + 0 + 0 + 1) / 4 / 2, rel=1e-2)  # mean over frames and both components
+    assert mse.item() == pytest.approx((3 * 0.25**2 + 0.75**2) / 4 / 2, rel=1e-2)
+    assert diagnostics["residual_abs_x"].item() == pytest.approx(0.25, rel=1e-2)
+    assert diagnostics["residual_abs_y"].item() == 0
+    accel, valid, _ = track_accelerations(flow)
+    assert accel[0, :, 0][valid[0, :, 0]].unique().tolist() == [1.0, 2.0]  # per track, exactly the flow's change
+
+
+def test_weighted_median_and_constant_fit_follow_their_closed_forms():
+    values = torch.tensor([[[3.0, 0.0], [1.0, 0.0], [2.0, 0.0], [10.0, 0.0]]])
+    assert weighted_median(values, torch.tensor([[1.0, 1.0, 1.0, 1.0]]))[0, 0, 0] == 2  # the lower median
+    assert weighted_median(values, torch.tensor([[1.0, 1.0, 1.0, 0.0]]))[0, 0, 0] == 2  # median of 3, 1, 2
+    assert weighted_median(values, torch.tensor([[0.0, 0.0, 1.0, 5.0]]))[0, 0, 0] == 10
+    weights = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    assert constant_fit_deviation(values, weights, "l1")[0, :, 0].tolist() == [1, -1, 0, 8]
+    assert constant_fit_deviation(values, weights, "mse")[0, :, 0].tolist() == [-1, -3, -2, 6]
+    # l1: sign(a - median) per frame; the median's own frame takes minus the others' sum, so a shift of every
+    # acceleration together (still constant) changes nothing: a subgradient of the distance
+    accel = values.clone().requires_grad_()
+    constant_fit_deviation(accel, weights, "l1").abs().sum().backward()
+    assert accel.grad[0, :, 0].tolist() == [1, -1, -1, 1]
+
+
+def test_trackable_needs_texture_in_two_directions():
+    xs, ys = _grid(32)
+    flat = torch.full((1, 1, 3, 32, 32), 0.4)
+    stripes = (0.5 + 0.2 * torch.sin(xs / 2)).expand(1, 1, 3, 32, 32)  # an edge pattern: only the normal flow is seen
+    texture = (0.5 + 0.2 * torch.sin(xs / 2) * torch.sin(ys / 2)).expand(1, 1, 3, 32, 32)
+    for factor in (1, 2):
+        assert trackable(flat, factor=factor).sum() == 0
+        assert trackable(stripes, factor=factor).sum() == 0
+        assert trackable(texture, factor=factor)[..., 4:-4, 4:-4].mean() > 0.9
+    assert trackable(texture, threshold=1.0).sum() == 0
+
+
+def test_texture_drops_flow_smeared_onto_a_plain_background():
+    # A flow estimator spreads an object's motion into plain surroundings, differently each frame. There the image
+    # does not constrain the flow; with the frames those tracks are dropped and the physical clip scores ~0 again.
+    path = centres(physical_times(), **THROW)
+    xs, ys = _grid()
+    frames, flow = [], object_flow(path).clone()
+    generator = torch.Generator().manual_seed(7)
+    for t, c in enumerate(path):
+        u, v = xs - c[0], ys - c[1]
+        cover = ((SIZE / 2 + 0.5 - u.abs()).clamp(0, 1) * (SIZE / 2 + 0.5 - v.abs()).clamp(0, 1))[None]
+        texture = 0.5 + 0.3 * torch.sin(u) * torch.cos(v)
+        colour = torch.stack([0.6 + 0.3 * texture, 0.4 * texture, 0.1 + 0.1 * texture])
+        frames.append(cover * colour + (1 - cover) * torch.tensor([0.3, 0.4, 0.5], dtype=torch.float64)[:, None, None])
+        if t < len(path) - 1:
+            ring = (torch.maximum(u.abs(), v.abs()) > SIZE / 2 + 3) & (torch.maximum(u.abs(), v.abs()) < SIZE / 2 + 9)
+            smear = 0.3 + 0.7 * torch.rand(1, generator=generator, dtype=torch.float64)
+            flow[0, t, :, ring] = (smear * (path[t + 1] - path[t]))[:, None]
+    frames = torch.stack(frames)[None]
+    blind, _ = kinematic_loss(flow, "object", "l1", True)
+    seeing, diagnostics = kinematic_loss(flow, "object", "l1", True, frames=frames)
+    assert blind.item() > 0.1
+    assert seeing.item() < 0.01 * blind.item()
+    assert diagnostics["support"].item() > 0
+
+
 # ---------------------------------------------------------------- guard and composite on flows
 
 
@@ -228,13 +330,13 @@ def test_motion_floor_charges_frozen_frames_only():
 def test_frozen_mid_flight_fools_the_eulerian_residual_but_not_the_composite():
     physical = object_flow(centres(physical_times(), **THROW))
     frozen = object_flow(centres(physical_times().clamp(max=7), **THROW))
-    paper = RewardConfig(kinematic_mode="eulerian", motion_weight=False, pool_sigma=0.0)
+    paper = paper_kinematic()
     total_physical, diag_physical = newton_loss(physical, paper)
     total_frozen, diag_frozen = newton_loss(frozen, paper)
     assert diag_frozen["kinematic"] < diag_physical["kinematic"]  # the trivial solution wins on R_kin alone
     assert total_frozen > total_physical  # the motion floor reverses it
     assert diag_frozen["motion_floor"] > 0 == diag_physical["motion_floor"]
-    # our default residual (Lagrangian, motion-weighted, pooled) already prefers the physical clip on its own
+    # our default term (object-level accelerations) already prefers the physical clip on its own
     assert newton_loss(frozen, RewardConfig())[1]["kinematic"] > newton_loss(physical, RewardConfig())[1]["kinematic"]
     assert diag_physical["mass_present"] == 0.0 and torch.isnan(diag_physical["mass"]).all()
     assert {"kinematic", "mass", "motion_floor", "total", "residual_abs_x", "motion_min"} <= set(diag_physical)
@@ -307,6 +409,22 @@ def test_kinematic_loss_gradcheck(mode, reduction, pool_sigma):
     assert torch.autograd.gradcheck(lambda f: kinematic_loss(f, mode, reduction, pool_sigma=pool_sigma)[0], (flow,))
 
 
+@pytest.mark.parametrize("downsample", [1, 2])
+@pytest.mark.parametrize("reduction", ["mse", "l1"])
+def test_object_mode_gradcheck(reduction, downsample):
+    # Six flows: five frame pairs of similar weight, so the weighted median is not on a tie between two of them
+    # (there the numerical derivative would jump). Textured frames select the tracks, without gradient. The motion
+    # scale lies far below the speeds (~0.36 px/frame): the detached motion weights are ~1 and finite differences
+    # do not move them.
+    flow = _smooth_flow(6, seed=8)
+    frames = torch.rand(1, 7, 3, 5, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    _, valid, _ = track_accelerations(flow.detach())
+    assert valid.float().mean() > 0.3 and trackable(frames, factor=downsample).mean() > 0.2
+    assert torch.autograd.gradcheck(
+        lambda f: kinematic_loss(f, "object", reduction, True, 0.01, frames=frames, downsample=downsample)[0], (flow,)
+    )
+
+
 def test_motion_floor_and_mass_gradcheck():
     flow = _smooth_flow(3, seed=2)  # speeds ~0.37 px/frame, under the floor: the penalty is active
     assert torch.autograd.gradcheck(lambda f: motion_floor(f, floor=0.5, quantile=0.1)[0], (flow,))
@@ -376,7 +494,7 @@ def test_reference_checks(stub_reward):
 
 def test_composite_gradcheck_with_smooth_stand_ins():
     # The weighted sum of the three terms, differentiated through stand-in models (the paper's smooth residual).
-    cfg = RewardConfig(kinematic_mode="eulerian", motion_weight=False, pool_sigma=1.0, floor=1.0, w_mass=0.5)
+    cfg = paper_kinematic(pool_sigma=1.0, floor=1.0, w_mass=0.5)
     reward = NewtonReward(cfg, flow_model=FrameDifferenceFlow(), encoder=PooledEncoder())
     generator = torch.Generator().manual_seed(6)
     video = (0.1 + 0.8 * torch.rand(1, 4, 3, 4, 4, generator=generator, dtype=torch.float64)).requires_grad_()
@@ -391,9 +509,14 @@ def test_bad_flow_tokens_and_options_are_clear_errors():
         (lambda: kinematic_loss(torch.zeros(1, 3, 3, 4, 4)), r"shape \[B, T-1, 2, H, W\]"),
         (lambda: kinematic_loss(torch.zeros(1, 2, 2, 4, 4)), r"at least 3 flows \(T >= 4 frames\), got 2"),
         (lambda: kinematic_loss(flow.index_fill(4, torch.tensor([1]), math.nan)), "NaN"),
-        (lambda: kinematic_loss(flow, mode="semi-lagrangian"), "mode must be one of eulerian, lagrangian"),
+        (lambda: kinematic_loss(flow, mode="semi-lagrangian"), "mode must be one of eulerian, lagrangian, object"),
         (lambda: kinematic_loss(flow, reduction="huber"), "reduction must be one of mse, l1"),
         (lambda: kinematic_loss(flow, pool_sigma=-1), "pool_sigma must be >= 0"),
+        (lambda: kinematic_loss(flow, "object", motion_weight=False), "needs motion_weight=True and pool_sigma=0"),
+        (lambda: kinematic_loss(flow, "object", motion_weight=True, pool_sigma=1), "needs motion_weight=True"),
+        (lambda: kinematic_loss(flow, downsample=0), "downsample must be an integer >= 1"),
+        (lambda: kinematic_loss(flow, downsample=3), "leaves less than 2x2 pixels"),
+        (lambda: kinematic_loss(flow, frames=torch.zeros(1, 3, 3, 4, 4)), "frames .* do not match flow"),
         (lambda: motion_floor(flow, floor=0), "floor must be > 0"),
         (lambda: motion_floor(flow, quantile=1.5), r"quantile must lie in \(0, 1\]"),
         (lambda: mass_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), "kl"), "distance must be one of mse, cosine"),
@@ -403,6 +526,7 @@ def test_bad_flow_tokens_and_options_are_clear_errors():
             lambda: RewardConfig(kinematic_mode="x", mass_distance="y", w_mass=-1).validate(),
             "w_mass.*kinematic_mode.*mass_distance",
         ),
+        (lambda: RewardConfig(pool_sigma=2.0, downsample=0).validate(), "'object' needs.*downsample must be"),
     ]
     for call, match in cases:
         with pytest.raises(ValueError, match=match):
@@ -435,7 +559,7 @@ def tiny_clip(times) -> torch.Tensor:
 
 def test_composite_gradient_matches_finite_differences():
     # Smooth configuration (the paper's residual, no detached weights or track selection) so autograd must agree.
-    cfg = RewardConfig(kinematic_mode="eulerian", motion_weight=False, floor=3.0, encoder_kwargs={"grid": 4})
+    cfg = paper_kinematic(floor=3.0, encoder_kwargs={"grid": 4})
     reward = NewtonReward(cfg)
     video, reference = tiny_clip(physical_times(6)), tiny_clip(retimed_times(6))
     frames = video.clone().requires_grad_()

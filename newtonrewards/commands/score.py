@@ -22,7 +22,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--bench", help="NewtonBench root: clips with the same id are the references (mass term)")
     p.add_argument("--flow", help="flow model (default classical)")
     p.add_argument("--encoder", help="appearance encoder (default pixels)")
-    p.add_argument("--mode", help="kinematic residual: lagrangian (default) | eulerian")
+    p.add_argument("--mode", help="kinematic term: object (default) | lagrangian | eulerian")
     p.add_argument("--config", help="YAML file of options")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any option")
     p.set_defaults(run=run)

@@ -26,10 +26,10 @@ from newtonrewards.bench_gen.driver import recipe_from_dataset
 from newtonrewards.bench_gen.renderers import make_renderer
 from newtonrewards.proxies.corruptions import CORRUPTIONS, LAW_BLIND, NON_CONSTANT_ACCELERATION, corrupt_path, longest_moving_window
 from newtonrewards.reward_models.flow import accuracy
-from newtonrewards.rewards.composite import RewardConfig, newton_loss
+from newtonrewards.rewards.composite import RewardConfig, newton_loss, paper_kinematic
 from newtonrewards.video import read_video, to_float, write_video
 
-PAPER_KINEMATIC = RewardConfig(kinematic_mode="eulerian", motion_weight=False, pool_sigma=0.0)  # PAPER.md section 2
+PAPER_KINEMATIC = paper_kinematic()  # PAPER.md section 2
 TERMS = ("kinematic", "kinematic_paper")
 
 
@@ -75,7 +75,7 @@ def reward_terms(frames: np.ndarray, reference_tokens, flow_model, encoder, cfg:
     video = torch.from_numpy(to_float(frames))[None]
     with torch.no_grad():
         flow = flow_model(video)
-        _, diag = newton_loss(flow, cfg, encoder(video), reference_tokens)
+        _, diag = newton_loss(flow, cfg, encoder(video), reference_tokens, video)
         _, paper = newton_loss(flow, PAPER_KINEMATIC)
     return {"kinematic": float(diag["kinematic"][0]), "kinematic_paper": float(paper["kinematic"][0]),
             "motion_floor": float(diag["motion_floor"][0]), "mass": float(diag["mass"][0])}  # fmt: skip

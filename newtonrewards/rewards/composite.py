@@ -20,7 +20,7 @@ from torch import nn
 
 from newtonrewards.checks import check_video
 from newtonrewards.rewards.guards import DEFAULT_FLOOR, DEFAULT_QUANTILE, motion_floor
-from newtonrewards.rewards.kinematic import MIN_FLOWS, MODES, MOTION_SCALE, REDUCTIONS, kinematic_loss
+from newtonrewards.rewards.kinematic import MIN_FLOWS, MODES, MOTION_SCALE, REDUCTIONS, TEXTURE_THRESHOLD, kinematic_loss
 from newtonrewards.rewards.mass import DISTANCES, mass_loss
 
 MIN_FRAMES = MIN_FLOWS + 1  # the kinematic residual needs three flows
@@ -28,17 +28,20 @@ MIN_FRAMES = MIN_FLOWS + 1  # the kinematic residual needs three flows
 
 @dataclass
 class RewardConfig:
-    """Weights and options of the reward. Defaults: our Lagrangian, motion-weighted, pooled residual (the paper's
-    is `kinematic_mode="eulerian", motion_weight=False, pool_sigma=0`), scale-free cosine token distance."""
+    """Weights and options of the reward. Defaults: our object-level acceleration on tracked, textured, moving
+    points at half resolution, L1 distance to the nearest constant acceleration (the paper's residual:
+    `paper_kinematic()`), scale-free cosine token distance."""
 
     w_kinematic: float = 1.0
     w_mass: float = 1.0  # 0 skips the encoder altogether
     w_motion_floor: float = 1.0
-    kinematic_mode: str = "lagrangian"  # "eulerian" | "lagrangian", see rewards/kinematic.py
-    motion_weight: bool = True
+    kinematic_mode: str = "object"  # "eulerian" | "lagrangian" | "object", see rewards/kinematic.py
+    motion_weight: bool = True  # required by "object"
     motion_scale: float = MOTION_SCALE  # px/frame, speed at which a pixel's motion weight is 1/2
-    reduction: str = "mse"  # "mse" | "l1"
-    pool_sigma: float = 2.0  # px, Gaussian pooling of the residual before the reduction; 0: per pixel (the paper's)
+    reduction: str = "l1"  # "mse" | "l1"
+    pool_sigma: float = 0.0  # px, Gaussian pooling of a per-pixel residual (eulerian, lagrangian); 0: none
+    downsample: int = 2  # the kinematic term runs on the flow and frames average-pooled by this factor; 1: full size
+    texture_threshold: float = TEXTURE_THRESHOLD  # tracks start on pixels at least this textured (lagrangian, object)
     mass_distance: str = "cosine"  # "mse" | "cosine"
     floor: float = DEFAULT_FLOOR  # px/frame
     quantile: float = DEFAULT_QUANTILE  # fraction of fastest pixels that measure a frame pair's motion
@@ -62,10 +65,23 @@ class RewardConfig:
                 problems.append(f"{name} must be > 0 px/frame, got {getattr(self, name)!r}")
         if not self.pool_sigma >= 0:
             problems.append(f"pool_sigma must be >= 0 px, got {self.pool_sigma!r}")
+        if self.kinematic_mode == "object" and (self.pool_sigma > 0 or not self.motion_weight):
+            problems.append("kinematic_mode 'object' needs motion_weight=True and pool_sigma=0")
+        if not (isinstance(self.downsample, int) and self.downsample >= 1):
+            problems.append(f"downsample must be an integer >= 1, got {self.downsample!r}")
+        if not self.texture_threshold >= 0:
+            problems.append(f"texture_threshold must be >= 0, got {self.texture_threshold!r}")
         if not 0 < self.quantile <= 1:
             problems.append(f"quantile must lie in (0, 1], got {self.quantile!r}")
         if problems:
             raise ValueError("invalid reward config: " + "; ".join(problems))
+
+
+def paper_kinematic(**overrides: Any) -> RewardConfig:
+    """A RewardConfig whose kinematic term is the paper's: per-pixel Eulerian second difference, mean of squares,
+    every pixel at full resolution (PAPER.md section 2); `overrides` set any other field."""
+    paper = dict(kinematic_mode="eulerian", reduction="mse", motion_weight=False, pool_sigma=0.0, downsample=1)
+    return RewardConfig(**{**paper, **overrides})
 
 
 def newton_loss(
@@ -73,19 +89,23 @@ def newton_loss(
     cfg: RewardConfig,
     tokens: torch.Tensor | None = None,
     reference_tokens: torch.Tensor | None = None,
+    video: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Total loss [B] = w_kin * kinematic + w_mass * mass + w_floor * motion_floor, and every term's diagnostics.
 
     flow: [B, T-1, 2, H, W] px/frame of the generated clip; tokens / reference_tokens: [B, N, D] (both or neither:
-    without them the mass term is absent, diagnostics `mass` = NaN and `mass_present` = 0.0). Diagnostics hold the
-    detached [B] terms `kinematic`, `mass`, `motion_floor`, `total` and the terms' own diagnostics.
+    without them the mass term is absent, diagnostics `mass` = NaN and `mass_present` = 0.0); video: the clip
+    [B, T, 3, H, W] the flow came from (optional: it lets the kinematic term keep textured tracks only; pass it
+    whenever you have it). Diagnostics hold the detached [B] terms `kinematic`, `mass`, `motion_floor`, `total`
+    and the terms' own diagnostics.
     """
     cfg.validate()
     if (tokens is None) != (reference_tokens is None):
         raise ValueError("newton_loss: pass both tokens and reference_tokens for the mass term, or neither")
     kinematic, diagnostics = kinematic_loss(
-        flow, cfg.kinematic_mode, cfg.reduction, cfg.motion_weight, cfg.motion_scale, cfg.pool_sigma
-    )
+        flow, cfg.kinematic_mode, cfg.reduction, cfg.motion_weight, cfg.motion_scale, cfg.pool_sigma,
+        frames=video, texture_threshold=cfg.texture_threshold, downsample=cfg.downsample,
+    )  # fmt: skip
     floor, floor_diagnostics = motion_floor(flow, cfg.floor, cfg.quantile)
     diagnostics.update(floor_diagnostics)
     total = cfg.w_kinematic * kinematic + cfg.w_motion_floor * floor
@@ -157,4 +177,4 @@ class NewtonReward(nn.Module):
             if reference_tokens is None:
                 with torch.no_grad():
                     reference_tokens = self.encoder(reference)
-        return newton_loss(flow, self.cfg, tokens, reference_tokens)
+        return newton_loss(flow, self.cfg, tokens, reference_tokens, video)
