@@ -44,6 +44,13 @@ class VideoAdapter(ABC):
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.device = torch.device(device)
         self.options = options
+        self.runner: nn.Module | None = None  # set by the training loop: the Accelerate-prepared trainable module
+
+    @property
+    def denoiser(self) -> nn.Module:
+        """The module to CALL for denoiser forward passes: the Accelerate-prepared wrapper (DDP/FSDP) when the loop
+        set `runner`, else `trainable_module()`. Read configs from `trainable_module()`, never from this."""
+        return self.runner if self.runner is not None else self.trainable_module()
 
     # -- 1. shapes: checked before any model is built (UserError, one line) ----------------------------------
     @classmethod
@@ -138,8 +145,9 @@ class VideoAdapter(ABC):
     @abstractmethod
     def export(self, path: str | Path, lora: bool) -> Path:
         """Write the trained weights as safetensors loadable by the plain pipeline: with `lora`, the pipeline's
-        LoRA file (`pipe.load_lora_weights(path)`); always the merged transformer under path/transformer
-        (`pipeline_class.from_pretrained(base, transformer=...)`). Returns `path`."""
+        LoRA file path/pytorch_lora_weights.safetensors (`pipe.load_lora_weights(path)`, train/lora.py:export_lora);
+        else the transformer folder path/transformer (`pipeline_class.from_pretrained(base, transformer=
+        TransformerClass.from_pretrained(path, subfolder="transformer"))`, export_transformer). Returns `path`."""
 
     # -- shared helpers ---------------------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> VideoAdapter:
