@@ -13,7 +13,7 @@ from newtonrewards.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from newtonrewards.commands import bench, proxies, score
+    from newtonrewards.commands import bench, eval, proxies, score
 
     parser = argparse.ArgumentParser(
         prog="newtonrewards",
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
     bench.add_parser(verbs)
+    eval.add_parser(verbs)
     proxies.add_parser(verbs)
     score.add_parser(verbs)
     return parser
