@@ -13,7 +13,7 @@ from newtonrewards.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from newtonrewards.commands import bench, eval, proxies, score
+    from newtonrewards.commands import bench, eval, generate, proxies, score, train
 
     parser = argparse.ArgumentParser(
         prog="newtonrewards",
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval.add_parser(verbs)
     proxies.add_parser(verbs)
     score.add_parser(verbs)
+    train.add_parser(verbs)
+    generate.add_parser(verbs)
     return parser
 
 

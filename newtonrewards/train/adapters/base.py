@@ -168,6 +168,5 @@ class VideoAdapter(ABC):
 
 
 def collate_embeds(items: list[Embeds]) -> Embeds:
-    """Stack per-prompt embeddings ({key: [1, ...]} or {key: [...]}) into one batch dict {key: [B, ...]}."""
-    keys = items[0].keys()
-    return {k: torch.cat([it[k] if it[k].dim() and it[k].shape[0] == 1 else it[k][None] for it in items]) for k in keys}
+    """Concatenate per-prompt embeddings ({key: [1, ...]} each) into one batch dict {key: [B, ...]}."""
+    return {k: torch.cat([it[k] for it in items]) for k in items[0]}

@@ -175,7 +175,7 @@ class CogVideoXAdapter(VideoAdapter):
         if image is not None:
             x = torch.cat([x, image.to(self.dtype)], dim=2)
         ofs = None if self.transformer.config.ofs_embed_dim is None else x.new_full((1,), 2.0)
-        out = self.transformer(hidden_states=x, encoder_hidden_states=text, timestep=timestep, ofs=ofs,
+        out = self.denoiser(hidden_states=x, encoder_hidden_states=text, timestep=timestep, ofs=ofs,
                                image_rotary_emb=rotary, return_dict=False)[0]  # fmt: skip
         return out.float()
 

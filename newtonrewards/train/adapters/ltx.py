@@ -200,7 +200,7 @@ class LTXAdapter(VideoAdapter):
                                    device=latents.device)  # fmt: skip
             per_frame[:num_cond] = 0
             timestep = timestep[:, None] * per_frame.flatten()[None]
-        out = self.transformer(
+        out = self.denoiser(
             hidden_states=tokens,
             encoder_hidden_states=embeds,
             timestep=timestep,

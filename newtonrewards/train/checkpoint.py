@@ -1,0 +1,152 @@
+"""Checkpoints (Accelerate state: trainable weights, optimizer, LR schedule, RNG, step, EMA) and trained-weight I/O.
+
+OUT/checkpoints/step-NNNNNNN/   accelerator.save_state + trainable.safetensors (only parameters that train)
+OUT/final/                      the export: pytorch_lora_weights.safetensors (LoRA) or transformer/ (full), export.json
+A run restarted with the same OUT continues from the latest checkpoint; its per-step randomness is a function of the
+step (not of the RNG state), and the data order of (seed, epoch), so it continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from newtonrewards.errors import UserError
+
+CHECKPOINTS = "checkpoints"
+TRAINABLE_FILE = "trainable.safetensors"
+EXPORT_FILE = "export.json"
+
+
+class Progress:
+    """The optimizer-step counter, checkpointed with the Accelerate state."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": torch.tensor(self.step)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+def register_hooks(accelerator) -> None:
+    """Save / load only the trainable parameters of prepared models (not the frozen base weights)."""
+    from safetensors.torch import load_file, save_file
+
+    def save_hook(models, weights, output_dir):
+        for i, model in enumerate(models):
+            module = accelerator.unwrap_model(model)
+            state = {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+            if accelerator.is_main_process:
+                save_file(state, str(Path(output_dir) / (TRAINABLE_FILE if i == 0 else f"trainable_{i}.safetensors")))
+        weights.clear()
+
+    def load_hook(models, input_dir):
+        for i in range(len(models)):
+            model = models.pop()
+            module = accelerator.unwrap_model(model)
+            state = load_file(str(Path(input_dir) / (TRAINABLE_FILE if i == 0 else f"trainable_{i}.safetensors")))
+            missing = [n for n, p in module.named_parameters() if p.requires_grad and n not in state]
+            if missing:
+                raise UserError(f"{input_dir}: checkpoint lacks {len(missing)} trainable tensors (e.g. {missing[0]}); "
+                                "was it written with other LoRA options?")  # fmt: skip
+            module.load_state_dict(state, strict=False)
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def checkpoint_dirs(out: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(out) / CHECKPOINTS
+    return sorted(p for p in root.glob("step-*") if (p / TRAINABLE_FILE).exists()) if root.is_dir() else []
+
+
+def save_checkpoint(accelerator, out: str | Path, step: int, keep: int) -> Path:
+    """Write OUT/checkpoints/step-N (all ranks take part); keep only the newest `keep`."""
+    path = Path(out) / CHECKPOINTS / f"step-{step:07d}"
+    accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and keep > 0:
+        for old in checkpoint_dirs(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def load_trained(adapter, folder: str | Path) -> str:
+    """Load trained weights into `adapter`'s denoiser from a train output folder (its final/ or latest checkpoint)
+    or an export folder; returns "lora" or "full". A LoRA file needs LoRA already attached (train/lora.add_lora)."""
+    from safetensors.torch import load_file
+
+    from newtonrewards.train.lora import LORA_FILE, has_lora
+
+    folder = Path(folder)
+    if (folder / "final").is_dir():
+        folder = folder / "final"
+    elif checkpoint_dirs(folder):
+        folder = checkpoint_dirs(folder)[-1]
+    module = adapter.trainable_module()
+    if (folder / LORA_FILE).exists():
+        from peft import set_peft_model_state_dict
+
+        if not has_lora(module):
+            raise UserError(f"{folder}: holds LoRA weights; enable lora with the same rank to load them")
+        state = {k.removeprefix("transformer."): v for k, v in load_file(str(folder / LORA_FILE)).items()}
+        result = set_peft_model_state_dict(module, state, adapter_name="default")
+        if getattr(result, "unexpected_keys", None):
+            raise UserError(f"{folder / LORA_FILE}: unexpected LoRA tensors (e.g. {result.unexpected_keys[0]})")
+        return "lora"
+    if (folder / "transformer").is_dir():
+        from safetensors.torch import load_file as load
+
+        files = sorted((folder / "transformer").glob("*.safetensors"))
+        state = {k: v for f in files for k, v in load(str(f)).items()}
+        _load_base_weights(module, state, folder)
+        return "full"
+    if (folder / TRAINABLE_FILE).exists():
+        state = load_file(str(folder / TRAINABLE_FILE))
+        module.load_state_dict(state, strict=False)
+        return "lora" if has_lora(module) else "full"
+    raise UserError(f"{folder}: no trained weights here (expected final/, a checkpoint, a LoRA file or transformer/)")
+
+
+def _load_base_weights(module, state: dict, folder: Path) -> None:
+    """Full transformer weights into a module that may carry LoRA layers (base weights sit under `base_layer`)."""
+    own = dict(module.named_parameters())
+    mapped = {}
+    for k, v in state.items():
+        if k in own:
+            mapped[k] = v
+        else:
+            alt = k.rsplit(".", 1)[0] + ".base_layer." + k.rsplit(".", 1)[1]
+            if alt not in own:
+                raise UserError(f"{folder}/transformer: tensor {k} does not fit this model")
+            mapped[alt] = v
+    module.load_state_dict(mapped, strict=False)
+
+
+def write_export(adapter, out: str | Path, lora: bool, info: dict) -> Path:
+    """OUT/final: the plain-pipeline weights plus export.json (base model, adapter, how to load)."""
+    from newtonrewards.dataset import write_json_atomic
+
+    path = Path(out) / "final"
+    if path.exists():
+        shutil.rmtree(path)
+    adapter.export(path, lora=lora)
+    how = ("pipe = PipelineClass.from_pretrained(base_model); pipe.load_lora_weights(this_folder)" if lora else
+           "pipe = PipelineClass.from_pretrained(base_model, transformer=TransformerClass.from_pretrained(this_folder, "
+           "subfolder='transformer'))")  # fmt: skip
+    write_json_atomic(path / EXPORT_FILE, {"adapter": adapter.name, "base_model": str(adapter.model),
+                                           "pipeline": adapter.pipeline_class.__name__, "lora": lora, "load": how,
+                                           **info})  # fmt: skip
+    return path
+
+
+def read_export_info(folder: str | Path) -> dict:
+    path = Path(folder) / EXPORT_FILE
+    return json.loads(path.read_text()) if path.exists() else {}

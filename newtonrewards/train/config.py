@@ -1,0 +1,198 @@
+"""Typed recipe of `newtonrewards train sft|reward` and `newtonrewards generate`, validated before any model is built.
+
+Recipes live in configs/train/*.yaml and load with newtonrewards.config.build_config (defaults <- YAML <- --set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from newtonrewards.errors import UserError
+from newtonrewards.rewards.composite import MIN_FRAMES, RewardConfig
+
+COND_MODES = ("text", "first_frame", "first_frames")
+STAGES = ("sft", "reward")
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class ModelConfig:
+    """Which video model: a registered adapter and its hub id or folder (tiny-*: a folder built if missing)."""
+
+    adapter: str = "tiny-wan"
+    path: str = ""
+    dtype: str = "float32"  # weights of the denoiser; mixed precision is `mixed_precision`
+    options: dict[str, Any] = field(default_factory=dict)  # adapter options (max_sequence_length, vae_tiling, ...)
+
+
+@dataclass
+class DataConfig:
+    """Which clips, at which size: every clip is resized (shorter side) and centre-cropped, and its first frames kept."""
+
+    bench: str = ""
+    split: str = "train"
+    num_frames: int = 9
+    height: int = 32
+    width: int = 32
+    frame_stride: int = 1  # keep every n-th frame of the clip (a lower frame rate)
+    primitives: list[str] = field(default_factory=list)  # empty: all
+    max_clips: int = 0  # 0: all
+
+
+@dataclass
+class ConditioningConfig:
+    """text: prompt only; first_frame: + the clip's first frame; first_frames: + its first `frames` frames."""
+
+    mode: str = "first_frame"
+    frames: int = 5
+
+    def pixel_frames(self) -> int:
+        """k, the number of leading pixel frames given to the model."""
+        return {"text": 0, "first_frame": 1}.get(self.mode, self.frames)
+
+
+@dataclass
+class LoraOptions:
+    enabled: bool = True  # False: full fine-tuning of the denoiser
+    rank: int = 8
+    alpha: float = 8.0
+    targets: list[str] = field(default_factory=list)  # empty: the adapter's default (attention projections)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    max_grad_norm: float = 1.0  # 0: no clipping
+    warmup_steps: int = 0
+    schedule: str = "constant"  # "constant" | "cosine"
+
+
+@dataclass
+class SamplingConfig:
+    num_steps: int = 4
+    guidance: float = 1.0  # > 1: classifier-free guidance with `negative_prompt`
+    negative_prompt: str = ""
+    grad_last_k: int = 1  # reward stage: gradient through the last K denoising steps
+
+
+@dataclass
+class RewardStageConfig:
+    """What the reward sees: the decoded clip, optionally a frame subset and a lower resolution."""
+
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    frames: int = 0  # 0: every frame; else this many evenly spaced frames (>= 4)
+    size: int = 0  # 0: as generated; else the frames are resized (bilinear, differentiable) to size x size
+
+
+@dataclass
+class TrainConfig:
+    """`newtonrewards train sft|reward`."""
+
+    out: str = ""
+    stage: str = "sft"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    reward: RewardStageConfig = field(default_factory=RewardStageConfig)
+    init_from: str = ""  # a train output folder or export whose weights start this run (the SFT run for stage 2)
+    steps: int = 100
+    batch_size: int = 1
+    grad_accum: int = 1
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.0  # 0: no EMA; exported weights are the EMA ones when on
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 50  # checkpoint every n steps (and at the end); resume picks the latest
+    keep_checkpoints: int = 2
+    sample_every: int = 0  # 0: no sample videos
+    tracker: str = "tensorboard"  # "tensorboard" | "none"
+    prompt_cache: str = ""  # default OUT/prompt_cache
+    num_workers: int = 0
+
+
+@dataclass
+class GenerateConfig:
+    """`newtonrewards generate`: continuations of benchmark clips named by clip id, for `newtonrewards eval`."""
+
+    out: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    weights: str = ""  # a train output folder or export folder (LoRA file or transformer/); "" = base model
+    bench: str = ""
+    split: str = "test"
+    num_frames: int = 9
+    height: int = 32
+    width: int = 32
+    frame_stride: int = 1
+    primitives: list[str] = field(default_factory=list)
+    max_clips: int = 0
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    batch_size: int = 1
+    seed: int = 0
+    fps: float = 0.0  # 0: the benchmark's
+    mixed_precision: str = "no"
+    prompt_cache: str = ""
+
+
+def validate_common(cfg, where: str) -> None:
+    """Options shared by train and generate: adapter, conditioning, frames and size, bench split. One line each."""
+    from newtonrewards import dataset
+    from newtonrewards.train.adapters import adapter_class
+
+    if not cfg.out:
+        raise UserError(f"{where}: --out is required")
+    cls = adapter_class(cfg.model.adapter)
+    cond = cfg.conditioning
+    if cond.mode not in COND_MODES:
+        raise UserError(f"{where}: unknown conditioning.mode {cond.mode!r}; known: {', '.join(COND_MODES)}")
+    data = getattr(cfg, "data", cfg)
+    if cond.mode == "first_frames" and not 1 <= cond.frames < data.num_frames:
+        raise UserError(f"{where}: conditioning.frames={cond.frames} must lie in 1..num_frames-1 ({data.num_frames - 1})")
+    if cfg.mixed_precision not in PRECISIONS:
+        raise UserError(f"{where}: mixed_precision {cfg.mixed_precision!r}; known: {', '.join(PRECISIONS)}")
+    if data.frame_stride < 1:
+        raise UserError(f"{where}: frame_stride={data.frame_stride} must be >= 1")
+    cls.check_shape(data.num_frames, data.height, data.width)
+    if not data.bench:
+        raise UserError(f"{where}: --bench is required (a NewtonBench root)")
+    if not Path(data.bench).is_dir():
+        raise UserError(f"{where}: bench root {data.bench} does not exist")
+    dataset.open_bench(data.bench, data.split)  # one line if there is no such split
+
+
+def validate_train(cfg: TrainConfig) -> None:
+    """Every check that needs no model, in order; raises UserError with one line."""
+    where = f"train {cfg.stage}"
+    if cfg.stage not in STAGES:
+        raise UserError(f"train: unknown stage {cfg.stage!r}; known: {', '.join(STAGES)}")
+    validate_common(cfg, where)
+    for name in ("steps", "batch_size", "grad_accum"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{where}: {name}={getattr(cfg, name)} must be >= 1")
+    if cfg.optim.schedule not in ("constant", "cosine"):
+        raise UserError(f"{where}: optim.schedule {cfg.optim.schedule!r}; known: constant, cosine")
+    if not 0 <= cfg.ema_decay < 1:
+        raise UserError(f"{where}: ema_decay={cfg.ema_decay} must lie in [0, 1)")
+    if cfg.tracker not in ("tensorboard", "none"):
+        raise UserError(f"{where}: tracker {cfg.tracker!r}; known: tensorboard, none")
+    if cfg.stage == "reward":
+        s = cfg.sampling
+        if not 0 <= s.grad_last_k <= s.num_steps or s.grad_last_k == 0:
+            raise UserError(f"{where}: sampling.grad_last_k={s.grad_last_k} must lie in 1..num_steps ({s.num_steps})")
+        seen = cfg.reward.frames or cfg.data.num_frames
+        if seen < MIN_FRAMES or seen > cfg.data.num_frames:
+            raise UserError(f"{where}: the reward needs {MIN_FRAMES}..num_frames frames, got {seen} (reward.frames)")
+        try:
+            cfg.reward.reward.validate()
+        except ValueError as exc:
+            raise UserError(f"{where}: {exc}") from None
+    if cfg.init_from and not Path(cfg.init_from).exists():
+        raise UserError(f"{where}: init_from {cfg.init_from} does not exist")
