@@ -124,6 +124,7 @@ class CogVideoXAdapter(VideoAdapter):
     # -- 3. VAE -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        self.check_shape(video.shape[1], video.shape[3], video.shape[4])
         x = (video.to(self.device, torch.float32) * 2 - 1).permute(0, 2, 1, 3, 4)  # [B, 3, T, H, W] in [-1, 1]
         mu = self.vae.encode(x).latent_dist.mode()
         return mu.permute(0, 2, 1, 3, 4) * self.vae.config.scaling_factor  # [B, T', C, H', W']
@@ -199,6 +200,7 @@ class CogVideoXAdapter(VideoAdapter):
     def initial_noise(self, batch, num_frames, height, width, generator):
         from diffusers.utils.torch_utils import randn_tensor
 
+        self.check_shape(num_frames, height, width)
         frames = self.latent_frames(num_frames)
         self._check_latent_frames(frames)
         shape = (batch, frames, self.vae.config.latent_channels, height // (SPATIAL // 2), width // (SPATIAL // 2))

@@ -126,6 +126,7 @@ class LTXAdapter(VideoAdapter):
 
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        self.check_shape(video.shape[1], video.shape[3], video.shape[4])
         x = (video.to(self.device, torch.float32) * 2 - 1).permute(0, 2, 1, 3, 4)  # [B, 3, T, H, W] in [-1, 1]
         mu = self.vae.encode(x).latent_dist.mode()
         mean, std, scale = self._stats(mu)
@@ -235,6 +236,7 @@ class LTXAdapter(VideoAdapter):
     def initial_noise(self, batch, num_frames, height, width, generator):
         from diffusers.utils.torch_utils import randn_tensor
 
+        self.check_shape(num_frames, height, width)
         shape = (batch, self.transformer.config.in_channels, self.latent_frames(num_frames),
                  height // SPATIAL, width // SPATIAL)  # fmt: skip
         return randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)

@@ -1,0 +1,242 @@
+"""The `tiny-ltx` and `tiny-cogvideox` adapters (and CogVideoX's image-to-video variant): frame rules, VAE shapes,
+the training objective, the sampler's gradient window, and the acceptance line: weights exported after a training
+step load into the plain diffusers pipeline, which reproduces the adapter's sample for a fixed seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from newtonrewards.errors import UserError
+from newtonrewards.train.adapters import adapter_class, make_adapter
+
+# id -> (registry name, options)
+TINY = {"tiny-ltx": ("tiny-ltx", {}), "tiny-cogvideox": ("tiny-cogvideox", {}),
+        "tiny-cogvideox-i2v": ("tiny-cogvideox", {"i2v": True})}  # fmt: skip
+T, H, W = 9, 32, 64
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """One tiny model folder per variant, built on first use and shared by the module's tests."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {key: root / key for key in TINY}
+
+
+def load(key, folders):
+    """A fresh adapter loaded (through from_pretrained) from the variant's folder; built there the first time."""
+    name, options = TINY[key]
+    return make_adapter(name, model=str(folders[key]), **options)
+
+
+def clip(seed=0, batch=2):
+    return torch.rand(batch, T, 3, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+def frame0_mask(out):
+    """1 on the transformer's raw output for latent frame 0 (LTX: packed frame-major tokens; CogVideoX: [B, T', ...])."""
+    mask = torch.zeros_like(out)
+    if out.dim() == 3:
+        mask[:, : (H // 32) * (W // 32)] = 1
+    else:
+        mask[:, :1] = 1
+    return mask
+
+
+@pytest.mark.parametrize(
+    "name, frames, height, width, rule",
+    [
+        ("tiny-ltx", 10, 32, 32, r"8k\+1 frames"),
+        ("tiny-ltx", 9, 48, 32, "multiple of 32"),
+        ("ltx", 9, 32, 40, "multiple of 32"),
+        ("tiny-cogvideox", 8, 32, 32, r"4k\+1 frames"),
+        ("cogvideox", 9, 32, 24, "multiple of 16"),
+    ],
+)
+def test_bad_clip_sizes_name_the_rule(name, frames, height, width, rule):
+    cls = adapter_class(name)
+    with pytest.raises(UserError, match=rule):
+        cls.check_shape(frames, height, width)
+
+
+def test_frame_counts_follow_each_vae():
+    ltx, cog = adapter_class("tiny-ltx"), adapter_class("tiny-cogvideox")
+    ltx.check_shape(17, 64, 96)
+    cog.check_shape(13, 48, 80)
+    assert [ltx.latent_frames(t) for t in (1, 9, 17, 121)] == [1, 2, 3, 16]
+    assert [cog.latent_frames(t) for t in (1, 9, 13, 49)] == [1, 3, 4, 13]
+    assert [ltx.cond_latent_frames(k) for k in (0, 1, 4, 8, 9, 17)] == [0, 1, 1, 1, 2, 3]
+    assert [ltx.cond_pixel_frames(k) for k in (0, 1, 4, 9, 12)] == [0, 1, 1, 9, 9]
+    assert [cog.cond_latent_frames(k) for k in (0, 1, 4, 5, 9)] == [0, 1, 1, 2, 3]
+    assert [cog.cond_pixel_frames(k) for k in (0, 1, 4, 5, 8)] == [0, 1, 1, 5, 5]
+
+
+@pytest.mark.parametrize("key", list(TINY))
+def test_encode_decode_shapes(key, folders):
+    adapter = load(key, folders)
+    video = clip()
+    latents = adapter.encode_video(video)
+    noise = adapter.initial_noise(2, T, H, W, torch.Generator().manual_seed(0))
+    assert latents.shape == noise.shape
+    frame_axis = 2 if key == "tiny-ltx" else 1
+    assert latents.shape[frame_axis] == adapter.latent_frames(T)
+    cond = adapter.encode_video(video[:, : adapter.cond_pixel_frames(4)])
+    assert cond.shape[frame_axis] == adapter.cond_latent_frames(4) == 1
+    if key == "tiny-ltx":  # LTX's VAE is causal: the first frame alone encodes to the clip's first latent frame
+        torch.testing.assert_close(cond, latents[:, :, :1], atol=1e-5, rtol=0)
+    kept = adapter.keep_cond(noise, cond)
+    rest = noise.shape[frame_axis] - 1
+    assert torch.equal(kept.narrow(frame_axis, 0, 1), cond)
+    assert torch.equal(kept.narrow(frame_axis, 1, rest), noise.narrow(frame_axis, 1, rest))
+    z = latents.clone().requires_grad_(True)
+    frames = adapter.decode_latents(z)
+    assert frames.shape == video.shape and 0 <= frames.min() and frames.max() <= 1
+    frames.mean().backward()
+    assert z.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="8k\\+1" if key == "tiny-ltx" else "4k\\+1"):
+        adapter.encode_video(video[:, :8])
+
+
+@pytest.mark.parametrize("key", list(TINY))
+def test_training_loss_is_finite_reaches_the_transformer_and_ignores_conditioning_frames(key, folders):
+    adapter = load(key, folders)
+    latents = adapter.encode_video(clip())
+    embeds = adapter.encode_prompts(["a ball falls", "a box slides down a ramp"])
+    loss = adapter.training_loss(latents, embeds, 1, torch.Generator().manual_seed(3))
+    assert loss.shape == (2,) and torch.isfinite(loss).all()
+    loss.sum().backward()
+    grads = {n: p.grad for n, p in adapter.trainable_module().named_parameters()}
+    assert all(g is not None for g in grads.values())
+    assert sum(g.abs().sum() > 0 for g in grads.values()) > 0.8 * len(grads)
+    # the loss is masked off the conditioning frame: corrupting the prediction there changes nothing with num_cond=1
+    hook = adapter.trainable_module().register_forward_hook(
+        lambda module, args, output: (output[0] + 1e3 * frame0_mask(output[0]),)
+    )
+    try:
+        with torch.no_grad():
+            masked = adapter.training_loss(latents, embeds, 1, torch.Generator().manual_seed(3))
+            unmasked = adapter.training_loss(latents, embeds, 0, torch.Generator().manual_seed(3))
+    finally:
+        hook.remove()
+    torch.testing.assert_close(masked, loss.detach())
+    assert (unmasked > 1e3).all()
+
+
+@pytest.mark.parametrize("key", list(TINY))
+def test_sampler_gradient_flows_only_through_the_last_steps(key, folders):
+    adapter = load(key, folders)
+    video = clip()
+    embeds = adapter.encode_prompts(["a ball falls", "a ball falls"])
+    cond = adapter.encode_video(video[:, :1])
+    calls = []
+    hook = adapter.trainable_module().register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    try:
+        noise = adapter.initial_noise(2, T, H, W, torch.Generator().manual_seed(0)).requires_grad_(True)
+        out = adapter.sample(embeds, noise, cond, num_steps=3, grad_last_k=1)
+        assert calls == [False, False, True]
+        out.square().mean().backward()
+        assert noise.grad is None  # the window starts after step 2: nothing flows back to the initial noise
+        grads = [p.grad for p in adapter.trainable_module().parameters()]
+        assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+        calls.clear()
+        out = adapter.sample(embeds, noise, cond, num_steps=3, grad_last_k=3)
+        out.square().mean().backward()
+        assert calls == [True, True, True] and noise.grad.abs().sum() > 0
+        calls.clear()
+        assert not adapter.sample(embeds, noise.detach(), cond, num_steps=3, grad_last_k=0).requires_grad
+        assert calls == [False, False, False]
+    finally:
+        hook.remove()
+
+
+def _train_one_step(adapter, lora: bool, cond_frames: int):
+    """One AdamW step of the adapter's own objective (LoRA r=4 or all transformer weights)."""
+    from newtonrewards.train.lora import add_lora, trainable_parameters
+
+    module = adapter.trainable_module()
+    if lora:
+        add_lora(module, rank=4, alpha=4, targets=adapter.lora_targets)
+    params = list(trainable_parameters(module).values())
+    optimizer = torch.optim.AdamW(params, lr=3e-2, weight_decay=0)
+    latents = adapter.encode_video(clip(seed=5))
+    embeds = adapter.encode_prompts(["a ball falls", "a box slides"])
+    adapter.training_loss(latents, embeds, adapter.cond_latent_frames(cond_frames), torch.Generator().manual_seed(7)).mean().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+CASES = [("tiny-ltx", True, 0), ("tiny-ltx", False, 1), ("tiny-cogvideox", True, 0), ("tiny-cogvideox", False, 1),
+         ("tiny-cogvideox-i2v", True, 1)]  # fmt: skip
+
+
+@pytest.mark.parametrize("key, lora, cond_frames", CASES)
+def test_exported_weights_reproduce_the_sample_in_the_plain_pipeline(key, lora, cond_frames, folders, tmp_path, monkeypatch):
+    adapter = load(key, folders)
+    _train_one_step(adapter, lora, cond_frames)
+    out = adapter.export(tmp_path / "export", lora=lora)
+
+    prompts, negative = ["a ball falls off a table"], [""]
+    embeds, negative_embeds = adapter.encode_prompts(prompts), adapter.encode_prompts(negative)
+    guidance = 3.0 if cond_frames == 0 else 1.0  # text-only with classifier-free guidance, as the pipeline does it
+    video = clip(seed=11, batch=1)
+    cond = adapter.encode_video(video[:, : adapter.cond_pixel_frames(cond_frames)]) if cond_frames else None
+    noise = adapter.initial_noise(1, T, H, W, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mine = adapter.decode_latents(adapter.sample(embeds, noise, cond, num_steps=3, guidance=guidance,
+                                                     negative_embeds=negative_embeds))  # fmt: skip
+
+    cls = adapter.pipeline_class
+    if lora:
+        pipe = cls.from_pretrained(str(folders[key]))
+        pipe.load_lora_weights(str(out))
+    else:
+        transformer_cls = type(adapter.trainable_module())
+        pipe = cls.from_pretrained(str(folders[key]), transformer=transformer_cls.from_pretrained(str(out), subfolder="transformer"))
+    pipe.set_progress_bar_config(disable=True)
+    extra = {k: v for k, v in adapter.pipeline_inputs(embeds).items() if "prompt" not in k}  # LTX: frame rate, decoding
+    if cond_frames:
+        extra.update(callback_on_step_end=adapter.reimpose_callback(cond), callback_on_step_end_tensor_inputs=["latents"])
+    if getattr(adapter, "i2v", False):
+        # the I2V pipeline samples the image posterior; the adapter's contract encodes its mode
+        monkeypatch.setattr("diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video.retrieve_latents",
+                            lambda encoded, generator=None, sample_mode="sample": encoded.latent_dist.mode())  # fmt: skip
+        extra["image"] = video[:, 0]
+    theirs = pipe(prompt=prompts, negative_prompt=negative, max_sequence_length=adapter.max_sequence_length,
+                  latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)), num_frames=T, height=H, width=W,
+                  num_inference_steps=3, guidance_scale=guidance, output_type="pt", **extra).frames  # fmt: skip
+    torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)
+
+    base = cls.from_pretrained(str(folders[key]))  # the untrained weights give another clip: the export mattered
+    base.set_progress_bar_config(disable=True)
+    untrained = base(prompt=prompts, negative_prompt=negative, max_sequence_length=adapter.max_sequence_length,
+                     latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)), num_frames=T, height=H, width=W,
+                     num_inference_steps=3, guidance_scale=guidance, output_type="pt", **extra).frames  # fmt: skip
+    assert (untrained - mine).abs().max() > 1e-3
+
+
+def test_ltx_native_conditioning_matches_its_image_to_video_pipeline(folders):
+    """native_cond: timestep 0 on the clean first latent frame, exactly what LTXImageToVideoPipeline runs."""
+    from diffusers import LTXImageToVideoPipeline
+
+    adapter = load("tiny-ltx", folders)
+    adapter.native_cond = True
+    seen = []
+    hook = adapter.trainable_module().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["timestep"].clone()), with_kwargs=True
+    )
+    embeds, negative_embeds = adapter.encode_prompts(["a ball falls"]), adapter.encode_prompts([""])
+    cond = adapter.encode_video(clip(seed=2, batch=1)[:, :1])
+    noise = adapter.initial_noise(1, T, H, W, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mine = adapter.decode_latents(adapter.sample(embeds, noise, cond, num_steps=3, guidance=3.0,
+                                                     negative_embeds=negative_embeds))  # fmt: skip
+    hook.remove()
+    tokens_per_frame = (H // 32) * (W // 32)
+    assert all(t.shape == (2, 2 * tokens_per_frame) for t in seen)
+    assert all((t[:, :tokens_per_frame] == 0).all() and (t[:, tokens_per_frame:] > 0).all() for t in seen)
+    pipe = LTXImageToVideoPipeline.from_pretrained(str(folders["tiny-ltx"]))
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(image=None, prompt="a ball falls", negative_prompt="", max_sequence_length=adapter.max_sequence_length,
+                  latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)), num_frames=T, height=H, width=W,
+                  num_inference_steps=3, guidance_scale=3.0, output_type="pt", frame_rate=adapter.frame_rate).frames  # fmt: skip
+    torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)
