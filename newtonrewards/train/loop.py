@@ -30,7 +30,7 @@ def step_generator(seed: int, micro_step: int, rank: int, device) -> torch.Gener
 def make_accelerator(cfg: TrainConfig):
     """Accelerator with seedable data order, the tracker if it is installed (else a clear message), hooks."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+    from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration
 
     log_with = None
     if cfg.tracker == "tensorboard":
@@ -43,7 +43,8 @@ def make_accelerator(cfg: TrainConfig):
                   "(pip install tensorboard to get them in TensorBoard)", file=sys.stderr)  # fmt: skip
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.grad_accum,
+        # accumulation windows may span epochs: steps are a function of the micro-batch count, so resumes are exact
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.grad_accum, sync_with_dataloader=False),
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=cfg.out, logging_dir=str(Path(cfg.out) / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
