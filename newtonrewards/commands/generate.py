@@ -1,7 +1,7 @@
 """`newtonrewards generate`: continuations of a NewtonBench split's clips, OUT/CLIP_ID.mp4, for `newtonrewards eval`.
 
     newtonrewards generate --adapter tiny-wan --bench nb-mini --split test --out gen --weights runs/rw   # CPU, tiny
-    accelerate launch newtonrewards/__main__.py generate --config configs/train/wan_1_3b_generate.yaml \\
+    accelerate launch -m newtonrewards generate --config configs/train/wan_1_3b_generate.yaml \\
         --bench nb --split test --weights runs/wan-rw --out gen/wan-rw
 Clips already written are skipped, so a stopped run resumes; processes share the clips.
 """

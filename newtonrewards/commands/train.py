@@ -2,7 +2,7 @@
 
     newtonrewards train sft --config configs/train/tiny_wan_sft.yaml --bench nb-mini --out runs/sft        # CPU, tiny
     newtonrewards train reward --config configs/train/tiny_wan_reward.yaml --bench nb-mini --init-from runs/sft --out runs/rw
-    accelerate launch newtonrewards/__main__.py train reward --config configs/train/wan_1_3b_reward.yaml \\
+    accelerate launch -m newtonrewards train reward --config configs/train/wan_1_3b_reward.yaml \\
         --bench nb --init-from runs/wan-sft --out runs/wan-rw --set steps=2000
 Rerunning the same command with the same --out resumes from its latest checkpoint.
 """
