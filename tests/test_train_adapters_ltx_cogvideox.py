@@ -240,3 +240,31 @@ def test_ltx_native_conditioning_matches_its_image_to_video_pipeline(folders):
                   latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)), num_frames=T, height=H, width=W,
                   num_inference_steps=3, guidance_scale=3.0, output_type="pt", frame_rate=adapter.frame_rate).frames  # fmt: skip
     torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("i2v", [False, True])
+def test_cogvideox_15_pairs_latent_frames_and_matches_its_pipeline(i2v, tmp_path, monkeypatch):
+    """CogVideoX 1.5 (patch_size_t=2): an odd latent frame count is refused with the rule; 13 frames (4 latent
+    frames) sample as CogVideoX(ImageToVideo)Pipeline does, with the 1.5 I2V's offset embedding and inverted scale."""
+    adapter = make_adapter("tiny-cogvideox", model=str(tmp_path / "m"), i2v=i2v, v15=True)
+    with pytest.raises(UserError, match="multiple of patch_size_t=2"):
+        adapter.initial_noise(1, 9, H, W, None)
+    video = torch.rand(1, 13, 3, H, W, generator=torch.Generator().manual_seed(4))
+    embeds = adapter.encode_prompts(["a box slides"])
+    assert torch.isfinite(adapter.training_loss(adapter.encode_video(video), embeds, 1, torch.Generator().manual_seed(0))).all()
+    cond = adapter.encode_video(video[:, :1])
+    noise = adapter.initial_noise(1, 13, H, W, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mine = adapter.decode_latents(adapter.sample(embeds, noise, cond, num_steps=3))
+    pipe = adapter.pipeline_class.from_pretrained(str(tmp_path / "m"))
+    pipe.set_progress_bar_config(disable=True)
+    extra = {}
+    if i2v:
+        monkeypatch.setattr("diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video.retrieve_latents",
+                            lambda encoded, generator=None, sample_mode="sample": encoded.latent_dist.mode())  # fmt: skip
+        extra["image"] = video[:, 0]
+    theirs = pipe(prompt="a box slides", max_sequence_length=adapter.max_sequence_length, latents=adapter.keep_cond(noise, cond),
+                  num_frames=13, height=H, width=W, num_inference_steps=3, guidance_scale=1.0, output_type="pt",
+                  callback_on_step_end=adapter.reimpose_callback(cond), callback_on_step_end_tensor_inputs=["latents"],
+                  **extra).frames  # fmt: skip
+    torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)

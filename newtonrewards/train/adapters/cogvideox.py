@@ -264,10 +264,12 @@ class CogVideoXAdapter(VideoAdapter):
 
 
 # -- tiny-cogvideox: small random weights, saved and loaded back through from_pretrained -----------------------------
-def build_tiny_cogvideox(folder: str | Path, seed: int = 0, i2v: bool = False, text_dim: int = 16) -> Path:
-    """Write a tiny random CogVideoX 1.0 pipeline (transformer 2 layers x 2 heads x 16 with 3D RoPE, VAE x8/x4 with 8
+def build_tiny_cogvideox(folder: str | Path, seed: int = 0, i2v: bool = False, v15: bool = False,
+                         text_dim: int = 16) -> Path:  # fmt: skip
+    """Write a tiny random CogVideoX pipeline (transformer 2 layers x 2 heads x 16 with 3D RoPE, VAE x8/x4 with 8
     channels per stage and 4 latent channels, T5 2 layers, a char-level tokenizer, CogVideoX-2b's v-prediction DDIM
-    scheduler) to `folder`; `i2v` doubles the transformer's input channels as CogVideoX-5b-I2V. Deterministic in seed."""
+    scheduler) to `folder`; `i2v` doubles the transformer's input channels as CogVideoX-5b-I2V; `v15` makes it a 1.5
+    (latent frames patched in pairs, the I2V offset embedding, inverted image-latent scale). Deterministic in seed."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline
     from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
 
@@ -278,11 +280,14 @@ def build_tiny_cogvideox(folder: str | Path, seed: int = 0, i2v: bool = False, t
     torch.manual_seed(seed)
     vae = AutoencoderKLCogVideoX(down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
                                  block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1,
-                                 norm_num_groups=2, temporal_compression_ratio=4)  # fmt: skip
+                                 norm_num_groups=2, temporal_compression_ratio=4,
+                                 invert_scale_latents=v15)  # fmt: skip
     transformer = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=8 if i2v else 4,
                                               out_channels=4, time_embed_dim=16, text_embed_dim=text_dim, num_layers=2,
                                               sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
-                                              max_text_seq_length=32, use_rotary_positional_embeddings=True)  # fmt: skip
+                                              max_text_seq_length=32, use_rotary_positional_embeddings=True,
+                                              patch_size_t=2 if v15 else None,
+                                              ofs_embed_dim=16 if v15 and i2v else None)  # fmt: skip
     scheduler = CogVideoXDDIMScheduler(prediction_type="v_prediction", timestep_spacing="trailing", clip_sample=False,
                                        rescale_betas_zero_snr=True, snr_shift_scale=3.0)  # fmt: skip  (CogVideoX-2b's)
     pipeline_class = CogVideoXImageToVideoPipeline if i2v else CogVideoXPipeline
@@ -293,18 +298,18 @@ def build_tiny_cogvideox(folder: str | Path, seed: int = 0, i2v: bool = False, t
 
 class TinyCogVideoXAdapter(CogVideoXAdapter):
     """A tiny random-weight CogVideoX for tests and CPU runs: `model` is a folder (built there first if empty or
-    missing; "" uses ~/.cache/newtonrewards/tiny-cogvideox[-i2v]-SEED); then loaded exactly like `cogvideox`.
-    options: seed, i2v (bool: the image-to-video variant)."""
+    missing; "" uses ~/.cache/newtonrewards/tiny-cogvideox[-1.5][-i2v]-SEED); then loaded exactly like `cogvideox`.
+    options: seed, i2v (bool: the image-to-video variant), v15 (bool: a CogVideoX 1.5)."""
 
     name = "tiny-cogvideox"
 
     def __init__(self, model: str = "", dtype: str = "float32", device: str | torch.device = "cpu", **options: Any):
         seed = int(options.pop("seed", 0))
-        i2v = bool(options.pop("i2v", False))
-        default = f"tiny-cogvideox{'-i2v' if i2v else ''}-{seed}"
+        i2v, v15 = bool(options.pop("i2v", False)), bool(options.pop("v15", False))
+        default = f"tiny-cogvideox{'-1.5' if v15 else ''}{'-i2v' if i2v else ''}-{seed}"
         folder = Path(model) if model else Path.home() / ".cache" / "newtonrewards" / default
         if not (folder / "model_index.json").exists():
-            build_tiny_cogvideox(folder, seed=seed, i2v=i2v)
+            build_tiny_cogvideox(folder, seed=seed, i2v=i2v, v15=v15)
         options.setdefault("max_sequence_length", 32)
         super().__init__(str(folder), dtype, device, **options)
 
