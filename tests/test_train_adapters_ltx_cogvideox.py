@@ -268,3 +268,38 @@ def test_cogvideox_15_pairs_latent_frames_and_matches_its_pipeline(i2v, tmp_path
                   callback_on_step_end=adapter.reimpose_callback(cond), callback_on_step_end_tensor_inputs=["latents"],
                   **extra).frames  # fmt: skip
     torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key, stage, mode", [("tiny-ltx", "sft", "first_frame"), ("tiny-ltx", "reward", "text"),
+                                              ("tiny-cogvideox", "sft", "text"),
+                                              ("tiny-cogvideox", "reward", "first_frame")])  # fmt: skip
+def test_training_loops_run_a_step_on_ltx_and_cogvideox(key, stage, mode, folders, tmp_path_factory, tmp_path):
+    """The shared SFT / reward steps (train/sft.py, train/reward_ft.py) on these adapters: finite loss, LoRA moves."""
+    from train_helpers import make_bench, recipe
+
+    from newtonrewards.rewards.composite import NewtonReward
+    from newtonrewards.train.data import clips_from_config
+    from newtonrewards.train.loop import PromptLookup, build_adapter, collate
+    from newtonrewards.train.prompt_cache import PromptCache
+    from newtonrewards.train.reward_ft import RewardStep
+    from newtonrewards.train.sft import SFTStep
+
+    bench = tmp_path_factory.getbasetemp() / "nb_ltx_cog"
+    if not bench.exists():
+        make_bench(bench)
+    load(key, folders)  # builds the tiny model folder if this test runs alone
+    name, _ = TINY[key]
+    cfg = recipe(tmp_path, bench, folders[key], stage=stage, **{"model.adapter": name, "conditioning.mode": mode})
+    adapter = build_adapter(cfg, "cpu")
+    clips = clips_from_config(cfg.data)
+    PromptCache(cfg.out + "/prompt_cache", adapter).fill(clips.prompts() + [""])
+    prompts = PromptLookup(cfg, adapter)
+    step = SFTStep(adapter, prompts, cfg) if stage == "sft" else RewardStep(adapter, prompts, cfg, NewtonReward(cfg.reward.reward))
+    trainable = [p for p in adapter.trainable_module().parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    loss, _ = step(collate([clips[0], clips[1]]), torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    loss.backward()
+    torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.0).step()
+    assert sum(not torch.equal(a, b) for a, b in zip(before, trainable)) == len(trainable) // 2  # every lora_B
