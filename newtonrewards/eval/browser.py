@@ -29,7 +29,9 @@ PROBE = """JSON.stringify({
   broken_images: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 40)),
   svgs: document.querySelectorAll('svg').length,
   images: document.images.length,
-  text: document.body ? document.body.innerText.length : 0
+  text: document.body ? document.body.innerText.length : 0,
+  sections: Object.fromEntries(Array.from(document.querySelectorAll('section[id]')).map(s => [s.id, {
+    svgs: s.querySelectorAll('svg').length, images: s.querySelectorAll('img').length, text: s.innerText.length}]))
 })"""
 
 
@@ -43,6 +45,7 @@ class PageCheck:
     svgs: int = 0
     images: int = 0
     text: int = 0
+    sections: dict[str, dict[str, int]] = field(default_factory=dict)  # <section id>: {svgs, images, text}
     screenshot: bytes = b""
 
 
@@ -120,16 +123,27 @@ def _errors(events: list[dict]) -> list[str]:
     return found
 
 
+def _above(fd: int, low: int) -> int:
+    """A duplicate of `fd` numbered at least `low` (the original is closed)."""
+    import fcntl
+
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, low)
+    os.close(fd)
+    return high
+
+
 def check_page(path: str | Path, timeout: float = 60.0, screenshot: bool = False) -> PageCheck:
     """Load `path` in headless Chromium and return what it showed (see PageCheck)."""
     binary = find_chromium()
     url = Path(path).resolve().as_uri()
     profile = tempfile.mkdtemp(prefix="nr-chromium-")
+    log = open(Path(profile).with_suffix(".log"), "w+b")  # chromium's own messages, quoted when it fails
     to_r, to_w = os.pipe()  # commands: we write, chromium reads fd 3
     from_r, from_w = os.pipe()  # replies: chromium writes fd 4, we read
+    to_r, from_w = (_above(fd, 10) for fd in (to_r, from_w))  # so that moving them onto 3 and 4 cannot clash (bash, unlike dash, redirects fds above 9)
     proc = subprocess.Popen(
-        ["sh", "-c", f'exec "$@" 3<&{to_r} 4>&{from_w}', "sh", binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-        pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ["bash", "-c", f'exec "$@" 3<&{to_r} 4>&{from_w}', "bash", binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
     os.close(to_r)
     os.close(from_w)
@@ -155,6 +169,10 @@ def check_page(path: str | Path, timeout: float = 60.0, screenshot: bool = False
         except (RuntimeError, TimeoutError):
             pass
         return PageCheck(errors=_errors(pipe.events), screenshot=shot, **found)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        log.seek(0)
+        tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"chromium failed on {url} ({exc}): {' | '.join(tail)}") from None
     finally:
         os.close(to_w)
         os.close(from_r)
@@ -164,3 +182,5 @@ def check_page(path: str | Path, timeout: float = 60.0, screenshot: bool = False
             proc.kill()
             proc.wait()
         shutil.rmtree(profile, ignore_errors=True)
+        log.close()
+        os.unlink(log.name)

@@ -365,7 +365,18 @@ def prepare_output(cfg: EvalConfig) -> Path:
         raise UserError(f"{exc.filename or out}: no write permission; choose another --out") from None
     for leftover in (out / TRACKS_DIR).glob(f".*{dataset.TMP_MARK}*"):
         leftover.unlink(missing_ok=True)
+    _drop_torn_tail(out / RESULTS_FILE)
     return out
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a killed run left without its newline, so the next row starts on a line of its own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def evaluate(cfg: EvalConfig, tracker=None) -> dict:

@@ -1,0 +1,125 @@
+"""Aggregation, comparison over a baseline, frame conforming, and the HTML reports in a real headless Chromium."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from newtonrewards.cli import main as cli_main
+from newtonrewards.errors import UserError
+from newtonrewards.eval import aggregate, browser, compare, report
+from newtonrewards.eval.pipeline import PHYSICS, ClipJob, conform
+
+JOB = ClipJob("test-free_fall-000000", "free_fall", "/nowhere", "/nowhere.mp4", fps=16.0, num_frames=8, width=64, height=64)
+
+
+def run_summary(name, per_primitive, split="test"):
+    """A minimal evaluation summary whose metric means are given per primitive ({primitive: {metric: mean}})."""
+    stats = {g: {m: {"mean": v, "std": 0.0, "ci_low": v, "ci_high": v, "n": 4} for m, v in per.items()}
+             for g, per in per_primitive.items()}  # fmt: skip
+    return {"name": name, "split": split, "stats": stats}
+
+
+def test_stats_mean_std_and_interval_in_closed_form():
+    s = aggregate.stats([1.0, 2.0, 3.0, None, float("nan")])
+    assert s["mean"] == 2.0 and s["std"] == 1.0 and s["n"] == 3 and 1.0 <= s["ci_low"] < 2.0 < s["ci_high"] <= 3.0
+    assert aggregate.stats([None])["mean"] is None and aggregate.stats([5.0])["std"] is None
+
+
+def test_aggregate_groups_by_primitive_and_leaves_failed_clips_out():
+    rows = [{"clip_id": "a", "primitive": "free_fall", "l2": 0.1}, {"clip_id": "b", "primitive": "free_fall", "l2": 0.3},
+            {"clip_id": "c", "primitive": "ramp_up", "l2": 0.2}, {"clip_id": "d", "primitive": "ramp_up", "error": "bad"}]  # fmt: skip
+    out = aggregate.aggregate(rows, ["l2"])
+    assert out["free_fall"]["l2"]["mean"] == pytest.approx(0.2) and out["ramp_up"]["l2"]["n"] == 1
+    assert out["all"]["l2"]["mean"] == pytest.approx(0.2) and out["all"]["l2"]["n"] == 3
+
+
+def test_relative_change_is_positive_when_better_for_errors_and_for_iou():
+    assert compare.relative_change(0.08, 0.10, "l2") == pytest.approx(0.2)  # lower error: better
+    assert compare.relative_change(0.12, 0.10, "velocity_rmse") == pytest.approx(-0.2)
+    assert compare.relative_change(0.6, 0.5, "iou") == pytest.approx(0.2)  # higher IoU: better
+    assert compare.relative_change(0.1, 0.0, "l2") is None and compare.relative_change(None, 0.1, "l2") is None
+
+
+def test_compare_averages_the_five_physics_metrics_per_primitive():
+    base = {"free_fall": {"l2": 0.1, "chamfer": 0.1, "iou": 0.5, "velocity_rmse": 1.0, "acceleration_rmse": 2.0}}
+    better = {"free_fall": {"l2": 0.09, "chamfer": 0.08, "iou": 0.55, "velocity_rmse": 0.9, "acceleration_rmse": 1.0}}
+    base["all"], better["all"] = base["free_fall"], better["free_fall"]
+    result = compare.compare([run_summary("sft", base), run_summary("ours", better)])
+    assert result["baseline"] == "sft" and result["groups"] == ["free_fall", "all"]
+    assert result["mean"]["ours"]["free_fall"] == pytest.approx((0.1 + 0.2 + 0.1 + 0.1 + 0.5) / 5)
+    assert result["mean"]["sft"]["free_fall"] == 0.0
+    other = compare.compare([run_summary("sft", base), run_summary("ours", better)], baseline="ours")
+    assert other["mean"]["sft"]["free_fall"] < 0
+    text = compare.format_comparison(result)
+    assert "+20.0%" in text and "free_fall" in text and "(positive = better" in text
+    with pytest.raises(UserError, match="--baseline 'pisa'"):
+        compare.compare([run_summary("sft", base)], baseline="pisa")
+    with pytest.raises(UserError, match="split 'ood-height'"):
+        compare.compare([run_summary("sft", base), run_summary("x", base, split="ood-height")])
+
+
+def test_compare_command_prints_the_table_and_writes_a_report_that_loads(tmp_path, capsys):
+    base = {"ramp_up": {m: 0.2 for m in PHYSICS}}
+    ours = {"ramp_up": {**{m: 0.1 for m in PHYSICS}, "iou": 0.3}}
+    for name, per in (("sft", base), ("ours", ours)):
+        (tmp_path / name).mkdir()
+        per["all"] = per["ramp_up"]
+        (tmp_path / name / "summary.json").write_text(json.dumps(run_summary(name, per)))
+    code = cli_main(["eval", "compare", str(tmp_path / "sft"), str(tmp_path / "ours"), "--out", str(tmp_path / "cmp")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "+50.0%" in printed.splitlines()[3]  # ramp_up: four errors halved, IoU +50%
+    page = browser.check_page(tmp_path / "cmp" / "compare.html")
+    assert page.errors == [] and set(report.COMPARE_SECTIONS) <= set(page.ids) and page.sections["chart"]["svgs"] == 1
+    rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
+    assert rows[0] == "run,primitive,metric,value,change" and any(r.startswith("ours,ramp_up,mean_change,,0.5") for r in rows)
+    assert cli_main(["eval", "compare", str(tmp_path / "nothing")]) == 2
+    assert "no evaluation summary" in capsys.readouterr().err
+
+
+def test_the_page_checker_catches_script_errors_console_errors_and_broken_images(tmp_path):
+    good = report._page("ok", [("a", "A", report.bar_chart_svg(["free_fall", "ramp_up"], [("l2", [0.1, -0.05], None, None)], "t")),
+                              ("b", "B", f'<img alt="x" src="{report.png_base64(np.zeros((4, 4, 3), np.uint8))}">')])  # fmt: skip
+    (tmp_path / "good.html").write_text(good)
+    page = browser.check_page(tmp_path / "good.html")
+    assert page.errors == [] and page.broken_images == [] and page.sections["a"]["svgs"] == 1 and page.images == 1
+    broken = good.replace("</body>", '<img alt="broken" src="data:image/png;base64,AAAA"><script>console.error("boom");'
+                                      "missingFunction();</script></body>")  # fmt: skip
+    (tmp_path / "broken.html").write_text(broken)
+    page = browser.check_page(tmp_path / "broken.html")
+    assert page.broken_images == ["broken"]
+    assert any("boom" in e for e in page.errors) and any("missingFunction" in e for e in page.errors)
+
+
+def test_a_missing_chromium_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="apt-get install -y chromium"):
+        browser.find_chromium()
+
+
+def test_bar_chart_scales_bars_to_values():
+    svg = report.bar_chart_svg(["a", "b"], [("s", [1.0, 0.5], [0.9, 0.4], [1.1, 0.6])], "t", width=200, height=140)
+    heights = [float(h) for h in __import__("re").findall(r'<rect [^>]*height="([\d.]+)"', svg)]
+    assert len(heights) == 2 and heights[0] == pytest.approx(2 * heights[1], rel=0.02)
+    assert svg.count("<line") >= 2 + 5  # two whiskers, grid lines
+
+
+def test_conform_resamples_frame_rates_holds_short_clips_and_resizes_only_the_same_aspect_ratio():
+    frames = np.arange(16, dtype=np.uint8)[:, None, None, None] * np.ones((1, 32, 32, 3), np.uint8)
+    out, warnings = conform(frames, 32.0, JOB)  # 32 fps -> 16 fps, 64x64
+    assert out.shape == (8, 64, 64, 3) and list(out[:, 0, 0, 0]) == [0, 2, 4, 6, 8, 10, 12, 14]
+    assert any("resampled from 32 fps" in w for w in warnings) and any("resized from 32x32" in w for w in warnings)
+    out, warnings = conform(frames[:5, :, :, :].repeat(2, 1).repeat(2, 2), 16.0, JOB)
+    assert list(out[:, 0, 0, 0]) == [0, 1, 2, 3, 4, 4, 4, 4] and any("last frame is held" in w for w in warnings)
+    with pytest.raises(UserError, match="aspect ratio"):
+        conform(np.zeros((8, 32, 48, 3), np.uint8), 16.0, JOB)
+    same, warnings = conform(np.zeros((8, 64, 64, 3), np.uint8), 16.0, JOB)
+    assert same.shape == (8, 64, 64, 3) and warnings == []
+
+
+def test_extremes_never_show_a_clip_twice():
+    rows = [{"clip_id": str(i), "l2": float(i)} for i in range(4)] + [{"clip_id": "x", "error": "bad"}]
+    worst, best = report.select_extremes(rows, count=3)
+    assert [r["clip_id"] for r in worst] == ["3", "2", "1"] and [r["clip_id"] for r in best] == ["0"]
+    assert math.isclose(report.colourise(np.array([[0.0, 2.0]]), 1.0)[0, 1].sum(), report.colourise(np.array([[1.0]]), 1.0).sum())
