@@ -303,3 +303,23 @@ def test_training_loops_run_a_step_on_ltx_and_cogvideox(key, stage, mode, folder
     loss.backward()
     torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.0).step()
     assert sum(not torch.equal(a, b) for a, b in zip(before, trainable)) == len(trainable) // 2  # every lora_B
+
+
+def test_cogvideox_with_learned_positions_takes_only_its_trained_clip_size(tmp_path):
+    """CogVideoX-5b-I2V's learned positional embeddings exist for one size: others are refused with both sizes."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    from newtonrewards.train.adapters.cogvideox import build_tiny_cogvideox
+
+    folder = build_tiny_cogvideox(tmp_path / "m", i2v=True)
+    CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4,
+                                time_embed_dim=16, text_embed_dim=16, num_layers=1, sample_width=4, sample_height=4,
+                                sample_frames=9, max_text_seq_length=32, use_rotary_positional_embeddings=True,
+                                use_learned_positional_embeddings=True).save_pretrained(folder / "transformer")  # fmt: skip
+    adapter = make_adapter("cogvideox", model=str(folder), max_sequence_length=32)
+    with pytest.raises(UserError, match="takes only 9 frames of 32x32 .* not 9 of 32x64"):
+        adapter.initial_noise(1, 9, 32, 64, None)
+    with pytest.raises(UserError, match="not 13 of 32x32"):
+        adapter.training_loss(adapter.encode_video(torch.rand(1, 13, 3, 32, 32)), adapter.encode_prompts(["a"]), 1, None)
+    embeds = adapter.encode_prompts(["a ball"])
+    assert adapter.sample(embeds, adapter.initial_noise(1, 9, 32, 32, None), num_steps=2).shape == (1, 3, 4, 4, 4)

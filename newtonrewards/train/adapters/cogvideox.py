@@ -94,12 +94,22 @@ class CogVideoXAdapter(VideoAdapter):
         n = cls.cond_latent_frames(k)
         return 0 if n == 0 else 1 + TEMPORAL * (n - 1)
 
-    def _check_latent_frames(self, frames: int) -> None:
-        """CogVideoX 1.5 packs latent frames in pairs (patch_size_t): the pipeline would pad, the adapter refuses."""
-        p_t = self.transformer.config.patch_size_t
-        if p_t and frames % p_t:
-            raise UserError(f"adapter {self.name}: {frames} latent frames, but this CogVideoX 1.5 model takes a "
-                            f"multiple of patch_size_t={p_t}: use {TEMPORAL * p_t}k+{TEMPORAL + 1} frames (85, not 81)")
+    def _check_latents(self, latents: torch.Tensor) -> None:
+        """What this checkpoint adds to `check_shape`: CogVideoX 1.5 patches latent frames in pairs (patch_size_t; the
+        pipeline would pad, the adapter refuses); learned positional embeddings (5b-I2V) fix the clip size."""
+        cfg = self.transformer.config
+        frames, height, width = latents.shape[1], latents.shape[3], latents.shape[4]
+        if cfg.patch_size_t and frames % cfg.patch_size_t:
+            raise UserError(f"adapter {self.name}: {frames} latent frames, but this CogVideoX 1.5 model takes a multiple"
+                            f" of patch_size_t={cfg.patch_size_t}: use {TEMPORAL * cfg.patch_size_t}k+{TEMPORAL + 1} "
+                            "frames (85, not 81)")  # fmt: skip
+        scale = SPATIAL // 2
+        if cfg.use_learned_positional_embeddings and (frames, height, width) != (
+            self.latent_frames(cfg.sample_frames), cfg.sample_height, cfg.sample_width
+        ):
+            raise UserError(f"adapter {self.name}: this CogVideoX has learned positional embeddings and takes only "
+                            f"{cfg.sample_frames} frames of {cfg.sample_height * scale}x{cfg.sample_width * scale} "
+                            f"(height x width), not {1 + TEMPORAL * (frames - 1)} of {height * scale}x{width * scale}")
 
     # -- 2. text ------------------------------------------------------------------------------------------------
     def _load_text_encoder(self) -> None:
@@ -183,7 +193,7 @@ class CogVideoXAdapter(VideoAdapter):
     def training_loss(self, latents, embeds, num_cond, generator):
         x0 = latents.to(self.device, torch.float32)
         b = x0.shape[0]
-        self._check_latent_frames(x0.shape[1])
+        self._check_latents(x0)
         gen_device = generator.device if generator is not None else "cpu"
         steps = self.scheduler.config.num_train_timesteps
         t = torch.randint(0, steps, (b,), generator=generator, device=gen_device).to(self.device)
@@ -201,15 +211,15 @@ class CogVideoXAdapter(VideoAdapter):
         from diffusers.utils.torch_utils import randn_tensor
 
         self.check_shape(num_frames, height, width)
-        frames = self.latent_frames(num_frames)
-        self._check_latent_frames(frames)
-        shape = (batch, frames, self.vae.config.latent_channels, height // (SPATIAL // 2), width // (SPATIAL // 2))
+        shape = (batch, self.latent_frames(num_frames), self.vae.config.latent_channels, height // (SPATIAL // 2),
+                 width // (SPATIAL // 2))  # fmt: skip
+        self._check_latents(torch.empty(shape, device="meta"))
         return randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
 
     def sample(self, embeds, noise, cond_latents=None, num_steps=4, guidance=1.0, negative_embeds=None, grad_last_k=0):
         if guidance > 1 and negative_embeds is None:
             raise ValueError("sample: guidance > 1 needs negative_embeds")
-        self._check_latent_frames(noise.shape[1])
+        self._check_latents(noise)
         scheduler = copy.deepcopy(self.scheduler)
         scheduler.set_timesteps(num_steps, device=self.device)
         text = embeds["prompt_embeds"].to(self.device, self.dtype)
