@@ -34,7 +34,7 @@ def clip(seed=0, batch=2):
 
 
 def frame0_mask(out):
-    """1 on the transformer's raw output for latent frame 0 (LTX: packed frame-major tokens; CogVideoX: [B, T', ...])."""
+    """1 on the transformer's raw output for latent frame 0 (LTX: packed frame-major tokens; CogVideoX [B, T', ..])."""
     mask = torch.zeros_like(out)
     if out.dim() == 3:
         mask[:, : (H // 32) * (W // 32)] = 1
@@ -160,9 +160,35 @@ def _train_one_step(adapter, lora: bool, cond_frames: int):
     optimizer = torch.optim.AdamW(params, lr=3e-2, weight_decay=0)
     latents = adapter.encode_video(clip(seed=5))
     embeds = adapter.encode_prompts(["a ball falls", "a box slides"])
-    adapter.training_loss(latents, embeds, adapter.cond_latent_frames(cond_frames), torch.Generator().manual_seed(7)).mean().backward()
+    num_cond = adapter.cond_latent_frames(cond_frames)
+    adapter.training_loss(latents, embeds, num_cond, torch.Generator().manual_seed(7)).mean().backward()
     optimizer.step()
     optimizer.zero_grad()
+
+
+def plain_sample(pipe, adapter, noise, cond, frames=T, guidance=1.0, prompt="a ball falls", **extra):
+    """The plain pipeline's clip from the prompt text, the adapter's (imposed) noise and its re-imposing callback."""
+    pipe.set_progress_bar_config(disable=True)
+    if cond is not None:
+        extra.update(callback_on_step_end=adapter.reimpose_callback(cond),
+                     callback_on_step_end_tensor_inputs=["latents"])  # fmt: skip
+    return pipe(prompt=[prompt], negative_prompt=[""], max_sequence_length=adapter.max_sequence_length,
+                latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)), num_frames=frames, height=H, width=W,
+                num_inference_steps=3, guidance_scale=guidance, output_type="pt", **extra).frames  # fmt: skip
+
+
+def adapter_sample(adapter, noise, cond, guidance=1.0, prompt="a ball falls"):
+    """The adapter's decoded clip for the same prompt (3 steps; negative prompt "" when guided)."""
+    embeds, negative_embeds = adapter.encode_prompts([prompt]), adapter.encode_prompts([""])
+    with torch.no_grad():
+        latents = adapter.sample(embeds, noise, cond, num_steps=3, guidance=guidance, negative_embeds=negative_embeds)
+        return adapter.decode_latents(latents)
+
+
+def image_posterior_mode(monkeypatch):
+    """The I2V pipeline samples the image's VAE posterior; the adapter's contract encodes its mode."""
+    monkeypatch.setattr("diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video.retrieve_latents",
+                        lambda encoded, generator=None, sample_mode="sample": encoded.latent_dist.mode())  # fmt: skip
 
 
 CASES = [("tiny-ltx", True, 0), ("tiny-ltx", False, 1), ("tiny-cogvideox", True, 0), ("tiny-cogvideox", False, 1),
@@ -170,48 +196,34 @@ CASES = [("tiny-ltx", True, 0), ("tiny-ltx", False, 1), ("tiny-cogvideox", True,
 
 
 @pytest.mark.parametrize("key, lora, cond_frames", CASES)
-def test_exported_weights_reproduce_the_sample_in_the_plain_pipeline(key, lora, cond_frames, folders, tmp_path, monkeypatch):
+def test_exported_weights_reproduce_the_sample_in_the_plain_pipeline(key, lora, cond_frames, folders, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
     adapter = load(key, folders)
     _train_one_step(adapter, lora, cond_frames)
     out = adapter.export(tmp_path / "export", lora=lora)
 
-    prompts, negative = ["a ball falls off a table"], [""]
-    embeds, negative_embeds = adapter.encode_prompts(prompts), adapter.encode_prompts(negative)
     guidance = 3.0 if cond_frames == 0 else 1.0  # text-only with classifier-free guidance, as the pipeline does it
     video = clip(seed=11, batch=1)
     cond = adapter.encode_video(video[:, : adapter.cond_pixel_frames(cond_frames)]) if cond_frames else None
     noise = adapter.initial_noise(1, T, H, W, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        mine = adapter.decode_latents(adapter.sample(embeds, noise, cond, num_steps=3, guidance=guidance,
-                                                     negative_embeds=negative_embeds))  # fmt: skip
+    mine = adapter_sample(adapter, noise, cond, guidance)
 
-    cls = adapter.pipeline_class
+    cls, base = adapter.pipeline_class, str(folders[key])
     if lora:
-        pipe = cls.from_pretrained(str(folders[key]))
+        pipe = cls.from_pretrained(base)
         pipe.load_lora_weights(str(out))
     else:
-        transformer_cls = type(adapter.trainable_module())
-        pipe = cls.from_pretrained(str(folders[key]), transformer=transformer_cls.from_pretrained(str(out), subfolder="transformer"))
-    pipe.set_progress_bar_config(disable=True)
-    extra = {k: v for k, v in adapter.pipeline_inputs(embeds).items() if "prompt" not in k}  # LTX: frame rate, decoding
-    if cond_frames:
-        extra.update(callback_on_step_end=adapter.reimpose_callback(cond), callback_on_step_end_tensor_inputs=["latents"])
+        pipe = cls.from_pretrained(base, transformer=type(adapter.trainable_module()).from_pretrained(
+            str(out), subfolder="transformer"))  # fmt: skip
+    inputs = adapter.pipeline_inputs(adapter.encode_prompts(["a"]))
+    extra = {k: v for k, v in inputs.items() if "prompt" not in k}  # LTX: frame rate, decode timestep
     if getattr(adapter, "i2v", False):
-        # the I2V pipeline samples the image posterior; the adapter's contract encodes its mode
-        monkeypatch.setattr("diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video.retrieve_latents",
-                            lambda encoded, generator=None, sample_mode="sample": encoded.latent_dist.mode())  # fmt: skip
+        image_posterior_mode(monkeypatch)
         extra["image"] = video[:, 0]
-    theirs = pipe(prompt=prompts, negative_prompt=negative, max_sequence_length=adapter.max_sequence_length,
-                  latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)), num_frames=T, height=H, width=W,
-                  num_inference_steps=3, guidance_scale=guidance, output_type="pt", **extra).frames  # fmt: skip
+    theirs = plain_sample(pipe, adapter, noise, cond, guidance=guidance, **extra)
     torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)
-
-    base = cls.from_pretrained(str(folders[key]))  # the untrained weights give another clip: the export mattered
-    base.set_progress_bar_config(disable=True)
-    untrained = base(prompt=prompts, negative_prompt=negative, max_sequence_length=adapter.max_sequence_length,
-                     latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)), num_frames=T, height=H, width=W,
-                     num_inference_steps=3, guidance_scale=guidance, output_type="pt", **extra).frames  # fmt: skip
-    assert (untrained - mine).abs().max() > 1e-3
+    untrained = plain_sample(cls.from_pretrained(base), adapter, noise, cond, guidance=guidance, **extra)
+    assert (untrained - mine).abs().max() > 1e-3  # the trained weights give another clip: the export mattered
 
 
 def test_ltx_native_conditioning_matches_its_image_to_video_pipeline(folders):
@@ -224,21 +236,15 @@ def test_ltx_native_conditioning_matches_its_image_to_video_pipeline(folders):
     hook = adapter.trainable_module().register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["timestep"].clone()), with_kwargs=True
     )
-    embeds, negative_embeds = adapter.encode_prompts(["a ball falls"]), adapter.encode_prompts([""])
     cond = adapter.encode_video(clip(seed=2, batch=1)[:, :1])
     noise = adapter.initial_noise(1, T, H, W, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        mine = adapter.decode_latents(adapter.sample(embeds, noise, cond, num_steps=3, guidance=3.0,
-                                                     negative_embeds=negative_embeds))  # fmt: skip
+    mine = adapter_sample(adapter, noise, cond, guidance=3.0)
     hook.remove()
-    tokens_per_frame = (H // 32) * (W // 32)
-    assert all(t.shape == (2, 2 * tokens_per_frame) for t in seen)
-    assert all((t[:, :tokens_per_frame] == 0).all() and (t[:, tokens_per_frame:] > 0).all() for t in seen)
+    per_frame = (H // 32) * (W // 32)
+    assert all(t.shape == (2, 2 * per_frame) for t in seen)
+    assert all((t[:, :per_frame] == 0).all() and (t[:, per_frame:] > 0).all() for t in seen)
     pipe = LTXImageToVideoPipeline.from_pretrained(str(folders["tiny-ltx"]))
-    pipe.set_progress_bar_config(disable=True)
-    theirs = pipe(image=None, prompt="a ball falls", negative_prompt="", max_sequence_length=adapter.max_sequence_length,
-                  latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)), num_frames=T, height=H, width=W,
-                  num_inference_steps=3, guidance_scale=3.0, output_type="pt", frame_rate=adapter.frame_rate).frames  # fmt: skip
+    theirs = plain_sample(pipe, adapter, noise, cond, guidance=3.0, image=None, frame_rate=adapter.frame_rate)
     torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)
 
 
@@ -250,23 +256,17 @@ def test_cogvideox_15_pairs_latent_frames_and_matches_its_pipeline(i2v, tmp_path
     with pytest.raises(UserError, match="multiple of patch_size_t=2"):
         adapter.initial_noise(1, 9, H, W, None)
     video = torch.rand(1, 13, 3, H, W, generator=torch.Generator().manual_seed(4))
-    embeds = adapter.encode_prompts(["a box slides"])
-    assert torch.isfinite(adapter.training_loss(adapter.encode_video(video), embeds, 1, torch.Generator().manual_seed(0))).all()
+    loss = adapter.training_loss(adapter.encode_video(video), adapter.encode_prompts(["a"]), 1, None)
+    assert torch.isfinite(loss).all()
     cond = adapter.encode_video(video[:, :1])
     noise = adapter.initial_noise(1, 13, H, W, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        mine = adapter.decode_latents(adapter.sample(embeds, noise, cond, num_steps=3))
-    pipe = adapter.pipeline_class.from_pretrained(str(tmp_path / "m"))
-    pipe.set_progress_bar_config(disable=True)
+    mine = adapter_sample(adapter, noise, cond)
     extra = {}
     if i2v:
-        monkeypatch.setattr("diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video.retrieve_latents",
-                            lambda encoded, generator=None, sample_mode="sample": encoded.latent_dist.mode())  # fmt: skip
+        image_posterior_mode(monkeypatch)
         extra["image"] = video[:, 0]
-    theirs = pipe(prompt="a box slides", max_sequence_length=adapter.max_sequence_length, latents=adapter.keep_cond(noise, cond),
-                  num_frames=13, height=H, width=W, num_inference_steps=3, guidance_scale=1.0, output_type="pt",
-                  callback_on_step_end=adapter.reimpose_callback(cond), callback_on_step_end_tensor_inputs=["latents"],
-                  **extra).frames  # fmt: skip
+    theirs = plain_sample(adapter.pipeline_class.from_pretrained(str(tmp_path / "m")), adapter, noise, cond, frames=13,
+                          **extra)  # fmt: skip
     torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=0)
 
 
@@ -289,13 +289,16 @@ def test_training_loops_run_a_step_on_ltx_and_cogvideox(key, stage, mode, folder
     if not bench.exists():
         make_bench(bench)
     load(key, folders)  # builds the tiny model folder if this test runs alone
-    name, _ = TINY[key]
-    cfg = recipe(tmp_path, bench, folders[key], stage=stage, **{"model.adapter": name, "conditioning.mode": mode})
+    overrides = {"model.adapter": TINY[key][0], "conditioning.mode": mode}
+    cfg = recipe(tmp_path, bench, folders[key], stage=stage, **overrides)
     adapter = build_adapter(cfg, "cpu")
     clips = clips_from_config(cfg.data)
     PromptCache(cfg.out + "/prompt_cache", adapter).fill(clips.prompts() + [""])
     prompts = PromptLookup(cfg, adapter)
-    step = SFTStep(adapter, prompts, cfg) if stage == "sft" else RewardStep(adapter, prompts, cfg, NewtonReward(cfg.reward.reward))
+    if stage == "sft":
+        step = SFTStep(adapter, prompts, cfg)
+    else:
+        step = RewardStep(adapter, prompts, cfg, NewtonReward(cfg.reward.reward))
     trainable = [p for p in adapter.trainable_module().parameters() if p.requires_grad]
     before = [p.detach().clone() for p in trainable]
     loss, _ = step(collate([clips[0], clips[1]]), torch.Generator().manual_seed(0))
@@ -312,14 +315,17 @@ def test_cogvideox_with_learned_positions_takes_only_its_trained_clip_size(tmp_p
     from newtonrewards.train.adapters.cogvideox import build_tiny_cogvideox
 
     folder = build_tiny_cogvideox(tmp_path / "m", i2v=True)
-    CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4,
-                                time_embed_dim=16, text_embed_dim=16, num_layers=1, sample_width=4, sample_height=4,
-                                sample_frames=9, max_text_seq_length=32, use_rotary_positional_embeddings=True,
-                                use_learned_positional_embeddings=True).save_pretrained(folder / "transformer")  # fmt: skip
+    transformer = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=8,
+                                              out_channels=4,
+                                              time_embed_dim=16, text_embed_dim=16, num_layers=1, sample_width=4,
+                                              sample_height=4, sample_frames=9, max_text_seq_length=32,
+                                              use_rotary_positional_embeddings=True,
+                                              use_learned_positional_embeddings=True)  # fmt: skip
+    transformer.save_pretrained(folder / "transformer")
     adapter = make_adapter("cogvideox", model=str(folder), max_sequence_length=32)
+    embeds = adapter.encode_prompts(["a ball"])
     with pytest.raises(UserError, match="takes only 9 frames of 32x32 .* not 9 of 32x64"):
         adapter.initial_noise(1, 9, 32, 64, None)
     with pytest.raises(UserError, match="not 13 of 32x32"):
-        adapter.training_loss(adapter.encode_video(torch.rand(1, 13, 3, 32, 32)), adapter.encode_prompts(["a"]), 1, None)
-    embeds = adapter.encode_prompts(["a ball"])
+        adapter.training_loss(adapter.encode_video(torch.rand(1, 13, 3, 32, 32)), embeds, 1, None)
     assert adapter.sample(embeds, adapter.initial_noise(1, 9, 32, 32, None), num_steps=2).shape == (1, 3, 4, 4, 4)

@@ -47,12 +47,14 @@ class CogVideoXAdapter(VideoAdapter):
         if not model:
             raise UserError(f"adapter {self.name}: model is empty; give a hub id or folder (THUDM/CogVideoX-2b)")
         self._check_model(model)
-        self.transformer = CogVideoXTransformer3DModel.from_pretrained(model, subfolder="transformer", torch_dtype=self.dtype)
+        self.transformer = CogVideoXTransformer3DModel.from_pretrained(model, subfolder="transformer",
+                                                                       torch_dtype=self.dtype)  # fmt: skip
         self.vae = AutoencoderKLCogVideoX.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
-        self.scheduler = CogVideoXDDIMScheduler.from_config(CogVideoXDDIMScheduler.load_config(model, subfolder="scheduler"))
+        scheduler_cfg = CogVideoXDDIMScheduler.load_config(model, subfolder="scheduler")
+        self.scheduler = CogVideoXDDIMScheduler.from_config(scheduler_cfg)  # a DPM config samples with DDIM
         if self.scheduler.config.prediction_type != "v_prediction":
-            raise UserError(f"adapter {self.name}: {model}'s scheduler predicts {self.scheduler.config.prediction_type!r};"
-                            " CogVideoX is trained with v_prediction")  # fmt: skip
+            raise UserError(f"adapter {self.name}: {model}'s scheduler predicts "
+                            f"{self.scheduler.config.prediction_type!r}; CogVideoX is trained with v_prediction")
         channels = self.vae.config.latent_channels
         self.i2v = self.transformer.config.in_channels == 2 * channels
         self.pipeline_class = CogVideoXImageToVideoPipeline if self.i2v else CogVideoXPipeline
@@ -100,9 +102,9 @@ class CogVideoXAdapter(VideoAdapter):
         cfg = self.transformer.config
         frames, height, width = latents.shape[1], latents.shape[3], latents.shape[4]
         if cfg.patch_size_t and frames % cfg.patch_size_t:
-            raise UserError(f"adapter {self.name}: {frames} latent frames, but this CogVideoX 1.5 model takes a multiple"
-                            f" of patch_size_t={cfg.patch_size_t}: use {TEMPORAL * cfg.patch_size_t}k+{TEMPORAL + 1} "
-                            "frames (85, not 81)")  # fmt: skip
+            rule = f"{TEMPORAL * cfg.patch_size_t}k+{TEMPORAL + 1} frames (85, not 81)"
+            raise UserError(f"adapter {self.name}: {frames} latent frames, but this CogVideoX 1.5 model takes a "
+                            f"multiple of patch_size_t={cfg.patch_size_t}: use {rule}")  # fmt: skip
         scale = SPATIAL // 2
         if cfg.use_learned_positional_embeddings and (frames, height, width) != (
             self.latent_frames(cfg.sample_frames), cfg.sample_height, cfg.sample_width
@@ -117,7 +119,8 @@ class CogVideoXAdapter(VideoAdapter):
 
         if self.text_encoder is None:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model, subfolder="tokenizer")
-            self.text_encoder = T5EncoderModel.from_pretrained(self.model, subfolder="text_encoder", torch_dtype=self.dtype)
+            self.text_encoder = T5EncoderModel.from_pretrained(self.model, subfolder="text_encoder",
+                                                               torch_dtype=self.dtype)  # fmt: skip
             self.text_encoder.requires_grad_(False).eval().to(self.device)
 
     @torch.no_grad()
@@ -288,7 +291,8 @@ def build_tiny_cogvideox(folder: str | Path, seed: int = 0, i2v: bool = False, v
     folder = Path(folder)
     text_encoder = tiny_t5_encoder(text_dim, seed=seed)
     torch.manual_seed(seed)
-    vae = AutoencoderKLCogVideoX(down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+    vae = AutoencoderKLCogVideoX(down_block_types=("CogVideoXDownBlock3D",) * 4,
+                                 up_block_types=("CogVideoXUpBlock3D",) * 4,
                                  block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1,
                                  norm_num_groups=2, temporal_compression_ratio=4,
                                  invert_scale_latents=v15)  # fmt: skip

@@ -50,7 +50,8 @@ class LTXAdapter(VideoAdapter):
         if not model:
             raise UserError(f"adapter {self.name}: model is empty; give a hub id or folder (Lightricks/LTX-Video)")
         self._check_model(model)
-        self.transformer = LTXVideoTransformer3DModel.from_pretrained(model, subfolder="transformer", torch_dtype=self.dtype)
+        self.transformer = LTXVideoTransformer3DModel.from_pretrained(model, subfolder="transformer",
+                                                                      torch_dtype=self.dtype)  # fmt: skip
         self.vae = AutoencoderKLLTXVideo.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
         self.scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(model, subfolder="scheduler")
         ratios = (self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio)
@@ -104,7 +105,8 @@ class LTXAdapter(VideoAdapter):
 
         if self.text_encoder is None:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model, subfolder="tokenizer")
-            self.text_encoder = T5EncoderModel.from_pretrained(self.model, subfolder="text_encoder", torch_dtype=self.dtype)
+            self.text_encoder = T5EncoderModel.from_pretrained(self.model, subfolder="text_encoder",
+                                                               torch_dtype=self.dtype)  # fmt: skip
             self.text_encoder.requires_grad_(False).eval().to(self.device)
 
     @torch.no_grad()
