@@ -9,8 +9,9 @@ alpha_bar), which equals this plain v error.) Sampling runs `CogVideoXDDIMSchedu
 sampled with DDIM, which is deterministic), so the plain pipeline reproduces it (`latents=` + `reimpose_callback`).
 Image-to-video checkpoints (transformer in_channels = 2 x latent channels) also get their native conditioning: the
 first clean latent frame (zeros elsewhere, scaled as the I2V pipeline scales image latents) concatenated on channels.
-CogVideoX's VAE is not exactly causal (its group norms see later frames), so a conditioning frame encoded alone
-differs slightly from the same frame encoded within its clip; the loops use whichever they encode.
+CogVideoX's VAE is not causal in its group norms (they pool over the frames encoded together), so a conditioning
+prefix encoded alone, as samplers and the I2V pipeline encode it, differs from the same frames encoded within their
+clip: training should impose the prefix's own encoding (`keep_cond(latents, encode_video(prefix))`).
 """
 
 from __future__ import annotations
