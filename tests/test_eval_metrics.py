@@ -89,3 +89,12 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_data():
     assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
     assert hi_l - lo_l < (hi_s - lo_s) / 4
     assert all(math.isnan(v) for v in metrics.bootstrap_ci([np.nan]))
+
+
+def test_ssim_of_uniform_frames_is_the_luminance_term_in_closed_form():
+    a, b = np.full((2, 32, 32, 3), 100, np.uint8), np.full((2, 32, 32, 3), 110, np.uint8)
+    c1 = (0.01 * 255) ** 2
+    assert metrics.ssim(a, b) == pytest.approx((2 * 100 * 110 + c1) / (100**2 + 110**2 + c1), rel=1e-5)
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    assert metrics.ssim(x, x) == pytest.approx(1.0, abs=1e-5)
