@@ -65,6 +65,25 @@ class WanAdapter(VideoAdapter):
         self.checkpoint_decode = bool(options.get("checkpoint_decode", False))
         self.to(self.device)
 
+    @classmethod
+    def from_components(cls, transformer, vae, scheduler, device="cpu", **options: Any) -> WanAdapter:
+        """An adapter around modules already in memory (benchmarks of real-size configs with random weights; no
+        text encoder: pass prompt embeddings directly)."""
+        self = cls.__new__(cls)
+        VideoAdapter.__init__(self, "<in memory>", transformer.dtype, device, **options)
+        from diffusers import WanPipeline
+
+        type(self).pipeline_class = WanPipeline
+        self.transformer, self.vae, self.scheduler = transformer, vae, scheduler
+        self.expand_timesteps, self.text_encoder, self.tokenizer = False, None, None
+        self.max_sequence_length = int(options.get("max_sequence_length", 512))
+        self.vae_scale = int(vae.config.scale_factor_spatial or 8)
+        vae.requires_grad_(False).eval()
+        if options.get("gradient_checkpointing"):
+            transformer.enable_gradient_checkpointing()
+        self.checkpoint_decode = bool(options.get("checkpoint_decode", False))
+        return self.to(self.device)
+
     def _check_model(self, model: str) -> None:
         path = Path(model)
         if (path.is_absolute() or model.startswith(".")) and not path.is_dir():
