@@ -8,6 +8,7 @@ real headless Chromium.
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,31 @@ def _mapping(tmp_path, entries):
     path = tmp_path / "mapping.json"
     path.write_text(json.dumps({k: str(v) for k, v in entries.items()}))
     return path
+
+
+class LosingTracker:
+    """Returns the true masks but reports the object lost in the given frames (an injected tracker for the pipeline)."""
+
+    def __init__(self, truth, lost_frames):
+        self.truth, self.lost_frames = truth, list(lost_frames)
+
+    def track(self, frames, first_mask):
+        from newtonrewards.eval.tracking import result_from_masks
+
+        lost = np.zeros(len(self.truth), bool)
+        lost[self.lost_frames] = True
+        return result_from_masks(self.truth, lost)
+
+
+def test_lost_frames_count_as_iou_zero_and_an_object_lost_everywhere_is_an_error(bench, tmp_path):
+    root, clips = bench
+    clip_id = "test-parabolic_throw-000000"
+    shutil.copy(clips[clip_id] / dataset.VIDEO_FILE, tmp_path / f"{clip_id}.mp4")
+    truth = pipeline.load_truth_masks(clips[clip_id])
+    cfg = EvalConfig(bench=str(root), videos=str(tmp_path), out=str(tmp_path / "a"), visual=False)
+    (row,) = _rows(Path(evaluate(cfg, tracker=LosingTracker(truth, range(24, 32)))["files"]["summary"]).parent)
+    assert row["iou"] == pytest.approx(24 / 32) and row["lost_fraction"] == pytest.approx(8 / 32)
+    assert row["l2"] == 0.0 and row["velocity_rmse"] == 0.0  # lost frames are left out, not counted as zero error
+    cfg = EvalConfig(bench=str(root), videos=str(tmp_path), out=str(tmp_path / "b"), visual=False)
+    summary = evaluate(cfg, tracker=LosingTracker(truth, range(1, 32)))
+    assert summary["scored"] == 0 and "no visible object" in summary["errors"][0]["error"]

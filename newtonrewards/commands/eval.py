@@ -15,7 +15,11 @@ from newtonrewards.errors import UserError
 
 
 def add_parser(verbs) -> None:
-    p = verbs.add_parser("eval", help="physics and visual metrics of generated clips against NewtonBench; compare runs")
+    p = verbs.add_parser(
+        "eval", help="physics and visual metrics of generated clips against NewtonBench; compare runs",
+        description="Score generated continuations of NewtonBench clips (`eval --bench ... --videos ... --out ...`), "
+        "or compare finished runs (`eval compare RUN ...`). Protocol and outputs: docs/EVALUATION.md.",
+    )
     p.add_argument("--bench", help="NewtonBench root")
     p.add_argument("--split", help="split (default test)")
     p.add_argument("--videos", help="folder of generated clips: CLIP_ID.mp4 or CLIP_ID/video.mp4 at any depth")
@@ -31,7 +35,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--config", help="YAML file of options")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any option")
     p.set_defaults(run=run)
-    sub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="eval_command", metavar="[compare]")
     c = sub.add_parser("compare", help="relative change of runs over a baseline run, per primitive (the paper's table)")
     c.add_argument("runs", nargs="+", help="evaluation output folders (or their summary.json)")
     c.add_argument("--baseline", help="name (folder name) of the baseline run (default: the first)")

@@ -182,7 +182,8 @@ def score_clip(job: ClipJob, cfg: EvalConfig, tracker, flow_model) -> tuple[dict
         if cfg.visual:
             reference, _ = read_video(Path(job.clip_dir) / dataset.VIDEO_FILE)
             if reference.shape != frames.shape:
-                reference = reference[matching.resample_indices(len(reference), job.fps, job.num_frames, job.fps)]
+                raise UserError(f"{job.clip_dir}: benchmark video is {list(reference.shape)}, its manifest row says "
+                                f"{list(frames.shape)}")  # fmt: skip
         values = metrics.clip_metrics(masks, truth, frames if cfg.visual else None, reference)
         if "psnr" in values:
             values["psnr"] = min(values["psnr"], PSNR_CAP)
@@ -425,12 +426,20 @@ def _run_ray(cfg: EvalConfig, todo: list[ClipJob], on_result) -> None:
         task = ray.remote(num_cpus=1, max_retries=2)(_ray_score_clip)
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
         cfg_ref = ray.put(cfg)
-        pending, queue = [], list(todo)
+        pending, queue, job_of = [], list(todo), {}
         while queue or pending:
             while queue and len(pending) < window:
-                pending.append(task.remote(cfg_ref, queue.pop(0)))
+                job = queue.pop(0)
+                pending.append(task.remote(cfg_ref, job))
+                job_of[pending[-1]] = job
             ready, pending = ray.wait(pending, num_returns=1)
-            on_result(*ray.get(ready[0]))
+            job = job_of.pop(ready[0])
+            try:
+                on_result(*ray.get(ready[0]))
+            except ray.exceptions.RayError as exc:  # a worker that died on this clip (retried) fails the clip only
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+                on_result({"clip_id": job.clip_id, "primitive": job.primitive, "video": job.video,
+                           "error": f"worker failed: {message}"}, {})  # fmt: skip
 
 
 _SCORERS: dict[str, ClipScorer] = {}
