@@ -1,21 +1,23 @@
 """`embedded` tracker: weight-free, prompted by the first-frame mask (see the tracking package docstring).
 
-NewtonBench objects translate without rotating in front of a static camera, so the tracker works in two passes:
+NewtonBench objects translate without rotating in front of a static camera, and are convex. Frame by frame:
 
-1. follow, frame by frame: the object's last appearance (its interior pixels) is matched by masked SSD around a
-   constant-velocity guess, while a ring just outside its outline is matched against the background seen so far
-   (pixels the object has uncovered): the ring pins plain-coloured objects whose interior fits anywhere inside
-   themselves. The last mask moved by the match is re-shaped by `segment` against that background, and becomes the
-   next template. A match that explains the pixels not clearly better than the background does, or that lies
-   mostly outside the frame, marks the frame lost; from a lost frame on, the whole frame is searched with the first
-   and the last confident appearance.
-2. refine: every mask is segmented again against a background taken, per pixel, from the nearest frame in time
-   where the object was away (past and future), which also knows the pixels the object covered in frame 0.
-
-`segment`: in a band around the moved outline a pixel is the object if it lies more than half way from its
-background colour to the nearest confident object colour (an anti-aliased edge at coverage 1/2); pixels with no
-known background, or where object and background colours agree, keep the moved outline's answer. This gives the
-mask the object's current shape (perspective shows new faces as it moves) at its new place.
+1. match: the object's last appearance (its interior pixels, frames blurred by `smoothing`) is matched by masked SSD
+   around a constant-velocity guess, while a ring just outside its outline is matched against the background seen
+   so far (pixels the object has uncovered; differences truncated so a shadow moving along cannot dominate). Each
+   placement's cost is divided by how well the background alone fits the template there, so a static patch that
+   happens to look like the object (a distractor, a plain floor) is never chosen. The appearance score
+   1 - sqrt(cost / background cost) is 1 for an exact fit and 0 when the background explains the pixels as well.
+2. lost: a score below `min_score`, a placement mostly outside the frame, or an empty mask marks the frame lost;
+   after a lost frame the whole frame is searched with the last confident and the first appearance.
+3. segment: the last mask moved by the match is re-shaped against the background: a pixel near it is the object
+   when it lies more than half way from its background colour to the object's expected colour (an anti-aliased
+   edge at coverage 1/2); unknown background, object colour equal to the background colour, or a shadow-like
+   darkening keep the moved mask's answer; the convex hull restores object pixels that match their background
+   (a white checker square against white clouds). A segmentation that changes the area by more than
+   `max_area_change` is distrusted and the moved mask kept. The mask becomes the next template.
+Optionally (`refine_pass`, off: it did not help on NewtonBench) every mask is segmented again against the nearest
+background in time, past and future.
 """
 
 from __future__ import annotations
@@ -71,14 +73,6 @@ def subpixel(cost: np.ndarray, y: int, x: int) -> tuple[float, float]:
     return y + dy, x + dx
 
 
-def shift_mask(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """The bool mask [H, W] moved by whole pixels (dy, dx); what leaves the frame is cut off."""
-    H, W = mask.shape
-    out = np.zeros_like(mask)
-    src = mask[max(0, -dy):H - max(0, dy), max(0, -dx):W - max(0, dx)]
-    out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
-    return out
-
 
 def shift_image(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """The image [H, W, C] moved by whole pixels (dy, dx); uncovered pixels repeat the border."""
@@ -87,11 +81,6 @@ def shift_image(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
     xs = np.clip(np.arange(W) - dx, 0, W - 1)
     return image[ys][:, xs]
 
-
-def centroid(mask: np.ndarray) -> np.ndarray:
-    """Mean (y, x) px of a non-empty bool mask."""
-    ys, xs = np.nonzero(mask)
-    return np.array([ys.mean(), xs.mean()])
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -131,7 +120,7 @@ class Appearance:
 
 
 def appearance_of(image: np.ndarray, mask: np.ndarray, ring: int) -> Appearance:
-    """The template of the object `mask` [H, W] in `image` [H, W, 3]: its box grown by `ring` px (may leave the frame)."""
+    """The template of the object `mask` [H, W] in `image` [H, W, 3]: its box grown by `ring` px (may leave frame)."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min() - ring - 1, ys.max() + ring + 2, xs.min() - ring - 1, xs.max() + ring + 2
     H, W = mask.shape
@@ -178,12 +167,13 @@ class EmbeddedTracker:
         band: int = 3,
         smoothing: float = 1.0,
         noise: float = 0.06,
-        refine_pass: bool = True,
+        refine_pass: bool = False,
     ):
         self.ring, self.margin, self.first_reach, self.min_visible = ring, margin, first_reach, min_visible
         self.min_score, self.band, self.smoothing, self.noise = min_score, band, smoothing, noise
         self.refine_pass = refine_pass
         self.carry = 1.0
+        self.max_area_change = 1.25
         self.convex = True
 
     def track(self, frames: np.ndarray, first_mask: np.ndarray) -> TrackResult:
@@ -233,6 +223,8 @@ class EmbeddedTracker:
             cy, cx = app.corner[0] + step[0], app.corner[1] + step[1]
             place_mask(prior, app.mask, cy, cx)
             masks[t] = self.segment(images[t], background, known, prior, shift_image(images[t - 1], *step))
+            if not 1 / self.max_area_change <= masks[t].sum() / max(prior.sum(), 1) <= self.max_area_change:
+                masks[t] = prior  # silhouettes change slowly: a sudden change is the segmentation failing
             if not masks[t].any():
                 lost[t] = True
                 continue
@@ -257,7 +249,8 @@ class EmbeddedTracker:
             return Match((0.0, 0.0), -np.inf)
 
         def window(a):
-            return np.pad(a, [(pad, pad), (pad, pad)] + [(0, 0)] * (a.ndim - 2))[y0 + pad:y1 + pad + th, x0 + pad:x1 + pad + tw]
+            padded = np.pad(a, [(pad, pad), (pad, pad)] + [(0, 0)] * (a.ndim - 2))
+            return padded[y0 + pad:y1 + pad + th, x0 + pad:x1 + pad + tw]
 
         valid = window(np.ones((H, W), np.float32))
         cost, seen = masked_ssd(window(image), valid, app.colours, app.interior)
@@ -267,18 +260,19 @@ class EmbeddedTracker:
         diff2 = window(np.minimum(((image - background) ** 2).sum(axis=2) / 3, (2 * self.noise) ** 2) * known)
         ring_seen = cv2.matchTemplate(kwin, app.ring, cv2.TM_CCORR)
         with np.errstate(invalid="ignore", divide="ignore"):
-            ring_cost = np.where(ring_seen > 0.1 * app.ring.sum(), cv2.matchTemplate(diff2, app.ring, cv2.TM_CCORR) / ring_seen, 0)
+            ring_sum = cv2.matchTemplate(diff2, app.ring, cv2.TM_CCORR)
+            ring_cost = np.where(ring_seen > 0.1 * app.ring.sum(), ring_sum / ring_seen, 0)
         # how well the background alone explains the template's interior at each placement: the object is what
         # the background does not explain, so a static patch that happens to look like it scores ~1, not ~0
         bg_cost, bg_seen = masked_ssd(window(background), kwin, app.colours, app.interior)
         reference = np.where(bg_seen > 0.5 * app.interior.sum(), bg_cost, np.inf if guess is None else 0.2**2)
         with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = (cost + ring_cost) / np.maximum(reference, 1e-6)
+            ratio = np.where(np.isfinite(reference), (cost + ring_cost) / np.maximum(reference, 1e-6), np.inf)
         if not np.isfinite(ratio).any():
             return Match((0.0, 0.0), -np.inf)
         iy, ix = np.unravel_index(np.argmin(ratio), ratio.shape)
         fy, fx = subpixel(ratio, iy, ix)
-        score = 1 - np.sqrt(cost[iy, ix] / max(reference[iy, ix], 1e-6))
+        score = 1 - np.sqrt(cost[iy, ix] / max(reference[iy, ix], 1e-6)) if np.isfinite(cost[iy, ix]) else -np.inf
         return Match((y0 + fy, x0 + fx), float(score))
 
     # segmentation ------------------------------------------------------------------------------------------------
@@ -300,7 +294,9 @@ class EmbeddedTracker:
         inside = erode(pr, 1)
         if inside.sum() < 3:
             inside = pr
-        _, labels = cv2.distanceTransformWithLabels((~inside).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+        _, labels = cv2.distanceTransformWithLabels(
+            (~inside).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+        )
         lookup = np.zeros((labels.max() + 1, 3), np.float32)
         lookup[labels[inside]] = object_colours[sl][inside]
         d = img - bg
@@ -343,7 +339,8 @@ class EmbeddedTracker:
             if lost[t] or not masks[t].any():
                 continue
             background = images[np.maximum(source[t], 0), yy, xx]
-            out[t] = self.segment(images[t], background, source[t] >= 0, masks[t], shift_image(images[t - 1], *steps[t]))
+            expected = shift_image(images[t - 1], *steps[t])
+            out[t] = self.segment(images[t], background, source[t] >= 0, masks[t], expected)
         return out
 
 
