@@ -92,6 +92,13 @@ def test_the_page_checker_catches_script_errors_console_errors_and_broken_images
     assert any("boom" in e for e in page.errors) and any("missingFunction" in e for e in page.errors)
 
 
+def test_a_page_that_does_not_load_is_an_error(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="no such page"):
+        browser.check_page(tmp_path / "absent.html")
+    monkeypatch.setattr(browser.Path, "is_file", lambda self: True)  # it vanished between the check and the load
+    assert browser.check_page(tmp_path / "absent.html").errors == ["navigation: net::ERR_FILE_NOT_FOUND"]
+
+
 def test_a_missing_chromium_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(browser.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="apt-get install -y chromium"):

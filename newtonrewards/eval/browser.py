@@ -135,6 +135,8 @@ def _above(fd: int, low: int) -> int:
 def check_page(path: str | Path, timeout: float = 60.0, screenshot: bool = False) -> PageCheck:
     """Load `path` in headless Chromium and return what it showed (see PageCheck)."""
     binary = find_chromium()
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such page to check")
     url = Path(path).resolve().as_uri()
     profile = tempfile.mkdtemp(prefix="nr-chromium-")
     log = open(Path(profile).with_suffix(".log"), "w+b")  # chromium's own messages, quoted when it fails
@@ -154,7 +156,7 @@ def check_page(path: str | Path, timeout: float = 60.0, screenshot: bool = False
         for domain in ("Runtime", "Log", "Page"):
             pipe.call(f"{domain}.enable", session=session)
         pipe.events.clear()
-        pipe.call("Page.navigate", {"url": url}, session=session)
+        navigation = pipe.call("Page.navigate", {"url": url}, session=session)
         pipe.wait_event("Page.loadEventFired", timeout)
         time.sleep(0.2)  # late console messages of scripts run on load
         probe = pipe.call("Runtime.evaluate", {"expression": PROBE, "returnByValue": True}, session=session)
@@ -168,7 +170,8 @@ def check_page(path: str | Path, timeout: float = 60.0, screenshot: bool = False
             pipe.call("Browser.close", timeout=5)
         except (RuntimeError, TimeoutError):
             pass
-        return PageCheck(errors=_errors(pipe.events), screenshot=shot, **found)
+        failed = [f"navigation: {navigation['errorText']}"] if navigation.get("errorText") else []
+        return PageCheck(errors=failed + _errors(pipe.events), screenshot=shot, **found)
     except (OSError, RuntimeError, TimeoutError) as exc:
         log.seek(0)
         tail = log.read().decode(errors="replace").strip().splitlines()[-5:]

@@ -40,7 +40,7 @@ def relative_change(value: float | None, baseline: float | None, metric: str) ->
     if value is None or baseline is None or baseline == 0 or not math.isfinite(value) or not math.isfinite(baseline):
         return None
     change = (value - baseline) / abs(baseline)
-    return change if metric in HIGHER_IS_BETTER else -change
+    return (change if metric in HIGHER_IS_BETTER else -change) + 0.0  # + 0.0: no "-0.0%" for the baseline itself
 
 
 def compare(runs: list[dict], baseline: str | None = None, metric_names=PHYSICS) -> dict:
