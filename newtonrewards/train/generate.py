@@ -58,7 +58,8 @@ def generate(cfg: GenerateConfig) -> dict:
     todo = [i for i in range(len(clips)) if not (out / f"{clips.rows[i]['clip_id']}.mp4").exists()]
     mine = todo[accelerator.process_index :: accelerator.num_processes]
 
-    adapter = build_adapter(cfg, accelerator.device)
+    with accelerator.local_main_process_first():  # one download or tiny-* build per node
+        adapter = build_adapter(cfg, accelerator.device)
     if cfg.weights:
         load_weights(adapter, cfg.weights)
     adapter.trainable_module().eval()

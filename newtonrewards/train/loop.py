@@ -17,6 +17,7 @@ import torch
 from newtonrewards.train.checkpoint import (Progress, checkpoint_dirs, load_trained, register_hooks, save_checkpoint,
                                             write_export)  # fmt: skip
 from newtonrewards.train.config import TrainConfig, validate_train
+from newtonrewards.train.ranks import write_rank_report
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -100,8 +101,9 @@ def train(cfg: TrainConfig) -> dict:
     encoder = cfg.reward.reward.encoder if cfg.stage == "reward" and cfg.reward.reward.w_mass > 0 else ""
     clips = clips_from_config(cfg.data, encoder)
 
-    # 1. model, LoRA, starting weights
-    adapter = build_adapter(cfg, device)
+    # 1. model, LoRA, starting weights (one process per node first: it downloads or builds a tiny-* folder once)
+    with accelerator.local_main_process_first():
+        adapter = build_adapter(cfg, device)
     if cfg.init_from:
         load_trained(adapter, cfg.init_from)
     module = adapter.trainable_module()
@@ -157,6 +159,7 @@ def train(cfg: TrainConfig) -> dict:
     epoch, skip = divmod(micro, len(loader))
     last: dict = {}
     sums: dict = {}
+    clips_seen: set[str] = set()  # this rank's shard of the data (OUT/ranks/rankN.json)
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.steps, initial=progress.step, desc=f"train {cfg.stage}", unit="step", file=sys.stderr,
@@ -166,12 +169,15 @@ def train(cfg: TrainConfig) -> dict:
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         skip = 0
         for batch in batches:
+            clips_seen.update(batch["clip_id"])
             with accelerator.accumulate(runner):
                 generator = step_generator(cfg.seed, micro, accelerator.process_index, device)
                 loss, logs = step_fn(batch, generator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
-                    logs["grad_norm"] = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+                    norm = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+                    if norm is not None:  # a float under DeepSpeed, which clips inside its engine
+                        logs["grad_norm"] = torch.as_tensor(norm)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -197,6 +203,8 @@ def train(cfg: TrainConfig) -> dict:
                 break
         epoch += 1
     bar.close()
+    if accelerator.num_processes > 1:
+        write_rank_report(accelerator, out, runner, progress.step, micro, clips_seen)
 
     # 6. export the trained weights for the plain pipeline (EMA weights when on)
     accelerator.wait_for_everyone()
@@ -237,18 +245,20 @@ def _log(accelerator, out: Path, step: int, values: dict) -> None:
 
 @torch.no_grad()
 def _write_samples(accelerator, adapter, clips, cfg: TrainConfig, step: int) -> None:
-    """Sample the first clips (fixed seed) to OUT/samples/step-N/CLIP.mp4 and log their frames to the trackers."""
-    if not accelerator.is_main_process:
-        return
+    """Sample the first clips (fixed seed) to OUT/samples/step-N/CLIP.mp4 and log their frames to the trackers.
+    Every rank samples, since the denoiser is the DDP / FSDP wrapper whose forward runs collectives (DDP broadcasts
+    buffers; a main-only forward hangs the next collective); only the main process writes."""
     from newtonrewards.train.generate import continuation
     from newtonrewards.video import write_video
 
     folder = Path(cfg.out) / "samples" / f"step-{step:07d}"
-    folder.mkdir(parents=True, exist_ok=True)
     items = [clips[i] for i in range(min(2, len(clips)))]
     prompts = PromptLookup(cfg, adapter)
     for item in items:
         video = continuation(adapter, prompts, item, cfg.conditioning, cfg.sampling, seed=cfg.seed)
+        if not accelerator.is_main_process:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
         frames = (video[0].permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().cpu().numpy()
         write_video(folder / f"{item['clip_id']}.mp4", frames, fps=8.0)
         for tracker in accelerator.trackers:
