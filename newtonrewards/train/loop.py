@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from newtonrewards.errors import UserError
 from newtonrewards.train.checkpoint import (Progress, checkpoint_dirs, load_trained, register_hooks, save_checkpoint,
                                             write_export)  # fmt: skip
 from newtonrewards.train.config import TrainConfig, validate_train
@@ -91,6 +92,9 @@ def train(cfg: TrainConfig) -> dict:
     validate_train(cfg)
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg)
+    if accelerator.distributed_type.value == "FSDP":  # before any output: the run would export sharded tensors
+        raise UserError("train: FSDP is not supported yet (checkpoints and the export read parameters on the main "
+                        "process, which FSDP shards); launch with configs/accelerate/ddp.yaml or zero2.yaml")  # fmt: skip
     device = accelerator.device
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
