@@ -5,6 +5,7 @@ Ground truth against itself (oracle masks: exact zeros), the real `embedded` tra
 real headless Chromium.
 """
 
+import html
 import json
 import math
 import shutil
@@ -19,6 +20,7 @@ from newtonrewards.bench_gen.driver import BenchGenerateConfig, generate, recipe
 from newtonrewards.bench_gen.renderers import make_renderer
 from newtonrewards.cli import main as cli_main
 from newtonrewards.errors import UserError
+from newtonrewards.proxies.corruptions import HIDDEN_DEPTH
 from newtonrewards.eval import pipeline
 from newtonrewards.eval.browser import check_page
 from newtonrewards.eval.pipeline import EvalConfig, evaluate
@@ -59,16 +61,18 @@ def write_clip(path, frames, fps=16.0):
     return path
 
 
-def render_lagging(root, primitive, k):
-    """The test clip of `primitive` re-rendered with the object k px behind (-x in the image) in every frame after
-    the first, the scenery untouched: its true centroid track is the benchmark's minus (k, 0) from frame 1 on."""
-    info = dataset.read_dataset_json(root)
-    recipe = recipe_from_dataset(info)
+def render_moved(root, primitive, k=0, vanish=False):
+    """The test clip of `primitive` re-rendered, scenery untouched, with the object k px behind (-x in the image) in
+    every frame after the first (its true track is the benchmark's minus (k, 0) from frame 1 on), or gone after the
+    first frame (`vanish`: moved far below the ground)."""
+    recipe = recipe_from_dataset(dataset.read_dataset_json(root))
     spec = scenes.sample_scene(recipe.scene, "test", primitive, 0)
     times = physics.frame_times(spec.num_frames, spec.fps)
     pos = physics.sample_segments(list(spec.segments), times).position.copy()
     px_per_m = spec.camera.fx / (pos[:, 1] - spec.camera.position[1])  # the image plane is parallel to x-z
     pos[1:, 0] -= k / px_per_m[1:]
+    if vanish:
+        pos[1:, 2] = HIDDEN_DEPTH
     traj = physics.Trajectory(times, pos, pos * 0, pos * 0, np.zeros(len(times), np.uint8),
                               np.zeros(len(times), np.int16), np.zeros(0), ())  # fmt: skip
     return make_renderer(recipe.renderer, supersample=recipe.supersample).render(spec, traj).rgb
@@ -117,7 +121,7 @@ def test_a_clip_lagging_k_pixels_gets_l2_of_about_k_over_sqrt2_res(bench, tracke
     k = 6
     ids = ["test-horizontal_throw-000000", "test-ramp_down-000000"]
     for clip_id in ids:
-        write_clip(tmp_path / "gen" / f"{clip_id}.mp4", render_lagging(root, clip_id.split("-")[1], k))
+        write_clip(tmp_path / "gen" / f"{clip_id}.mp4", render_moved(root, clip_id.split("-")[1], k))
     summary = evaluate(EvalConfig(bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True,
                                   visual=False))  # fmt: skip
     assert summary["scored"] == 2 and sorted(summary["missing"]) == sorted(set(clips) - set(ids))
@@ -152,7 +156,7 @@ def test_bad_input_gives_per_clip_errors_and_the_run_goes_on(bench, tmp_path, ca
     (gen / f"{ids[1]}.mp4").write_bytes(b"")  # zero-length
     (gen / f"{ids[2]}.mp4").write_bytes(b"not a video at all" * 100)  # unreadable
     write_clip(gen / f"{ids[3]}.mp4", np.full((32, 128, 192, 3), 90, np.uint8))  # another aspect ratio
-    write_clip(gen / f"{ids[4]}.mp4", np.full((32, 128, 128, 3), 128, np.uint8))  # half size, no object in it
+    write_clip(gen / f"{ids[4]}.mp4", render_moved(root, "ramp_up", vanish=True))  # the object vanishes after frame 0
     write_clip(gen / "holiday.mp4", good[:4])  # matches no clip
     code = cli_main(["eval", "--bench", str(root), "--videos", str(gen), "--out", str(tmp_path / "out"), "--no-ray"])
     printed = capsys.readouterr().out
@@ -162,14 +166,27 @@ def test_bad_input_gives_per_clip_errors_and_the_run_goes_on(bench, tmp_path, ca
     assert "empty (0 bytes)" in errors[ids[1]]
     assert "not a readable video" in errors[ids[2]]
     assert "aspect ratio" in errors[ids[3]]
-    assert "no visible object" in errors[ids[4]]
+    assert "no visible object: the tracker lost it in every frame after the first" in errors[ids[4]]
     assert summary["unmatched_files"] == [str(gen / "holiday.mp4")]
     report = (tmp_path / "out" / "report.html").read_text()
-    assert all(e.split(":")[0] in report for e in errors.values()) and "holiday.mp4" in report
+    assert all(html.escape(e) in report for e in errors.values()) and "holiday.mp4" in report
     # nothing scored: exit code 2
     code = cli_main(["eval", "--bench", str(root), "--videos", str(gen), "--out", str(tmp_path / "out2"), "--no-ray",
                      "--mapping", str(_mapping(tmp_path, {ids[1]: gen / f"{ids[1]}.mp4"}))])  # fmt: skip
     assert code == 2 and "no clip could be scored" in capsys.readouterr().err
+
+
+def test_a_blank_clip_has_no_visible_object(bench, tmp_path):
+    root, _ = bench
+    write_clip(tmp_path / "gen" / "test-free_fall-000000.mp4", np.full((32, 128, 128, 3), 128, np.uint8))
+    summary = evaluate(EvalConfig(bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True))
+    assert summary["scored"] == 0 and "no visible object: the first frame is blank" in summary["errors"][0]["error"]
+    frame = np.full((16, 16, 3), 128, np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[6:9, 6:9] = True
+    assert not pipeline.shows_something(frame, mask)
+    frame[7, 7] = 140
+    assert pipeline.shows_something(frame, mask)
 
 
 def test_same_aspect_ratio_is_resized_with_a_warning_and_other_frame_rates_are_resampled(bench, tmp_path):

@@ -53,6 +53,7 @@ UNITS = {
 HIGHER_IS_BETTER = frozenset({"iou", "psnr", "ssim"})
 PSNR_CAP = 100.0  # dB: identical clips have infinite PSNR, which would make every mean infinite
 ASPECT_TOLERANCE = 0.01
+BLANK_STD = 1.0  # grey levels: below this the generated first frame shows nothing where the object should be
 RESULTS_FILE, CONFIG_FILE, TRACKS_DIR = "results.jsonl", "eval_config.json", "tracks"
 IDENTITY_KEYS = ("bench", "split", "tracker", "tracker_kwargs", "oracle_masks", "reward", "visual")
 
@@ -132,6 +133,16 @@ def load_truth_masks(clip_dir: str | Path) -> np.ndarray:
         raise UserError(f"{path}: unreadable ground-truth masks ({exc})") from None
 
 
+def shows_something(frame: np.ndarray, mask: np.ndarray, ring: int = 3) -> bool:
+    """Whether a frame uint8 [H, W, 3] has any structure (grey-level std >= BLANK_STD) over `mask` [H, W] grown by
+    `ring` px: a blank region holds no object to track, and a tracker prompted there would follow the blank."""
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring + 1, 2 * ring + 1))
+    region = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+    return bool(frame[region].astype(np.float64).std(axis=0).max() >= BLANK_STD)
+
+
 def reward_terms(frames: np.ndarray, reward_cfg: RewardConfig, flow_model) -> tuple[dict[str, float], np.ndarray]:
     """The kinematic reward's terms of a clip uint8 [T, H, W, 3], and its Eulerian residual map.
 
@@ -171,6 +182,9 @@ def score_clip(job: ClipJob, cfg: EvalConfig, tracker, flow_model) -> tuple[dict
             raise UserError(f"{job.clip_dir}: ground-truth masks {truth.shape} do not match the manifest's clip size")
         if not truth[0].any():
             raise UserError(f"{job.clip_dir}: the object is not visible in the benchmark's first frame")
+        if not cfg.oracle_masks and not shows_something(frames[0], truth[0]):
+            raise UserError("no visible object: the first frame is blank where the benchmark's object is (nothing to "
+                            "prompt the tracker with)")  # fmt: skip
         if cfg.oracle_masks:
             masks, lost = truth, ~truth.any(axis=(1, 2))
         else:
