@@ -34,9 +34,19 @@ from newtonrewards.video import read_video  # noqa: E402
 
 def jobs_for(root: Path) -> list[pipeline.ClipJob]:
     _, rows = dataset.open_bench(root, "test")
-    return [pipeline.ClipJob(r["clip_id"], r["primitive"], str(root / r["path"]), str(root / r["path"] / dataset.VIDEO_FILE),
-                             float(r["fps"]), int(r["num_frames"]), int(r["width"]), int(r["height"]))
-            for r in sorted(rows, key=lambda r: r["clip_id"])]  # fmt: skip
+    return [
+        pipeline.ClipJob(
+            r["clip_id"],
+            r["primitive"],
+            str(root / r["path"]),
+            str(root / r["path"] / dataset.VIDEO_FILE),
+            float(r["fps"]),
+            int(r["num_frames"]),
+            int(r["width"]),
+            int(r["height"]),
+        )
+        for r in sorted(rows, key=lambda r: r["clip_id"])
+    ]
 
 
 def stages(job: pipeline.ClipJob, scorer: pipeline.ClipScorer) -> dict[str, float]:
@@ -80,15 +90,21 @@ def main() -> None:
         failed = [r["clip_id"] for r in rows if "error" in r]
         breakdown = [stages(job, scorer) for job in jobs]
     per_clip = statistics.median(runs)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch "
-          f"{torch.__version__}, one torch thread; tracker {args.tracker}; {len(jobs)} clips 32x256x256")  # fmt: skip
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch "
+        f"{torch.__version__}, one torch thread; tracker {args.tracker}; {len(jobs)} clips 32x256x256"
+    )
     print(f"seconds per clip (median of {args.repeats}): {per_clip:.3f}  [{', '.join(f'{r:.3f}' for r in runs)}]")
     print(f"clips per core-minute: {60 / per_clip:.1f}  (target >= 6)")
-    print("stages, median s/clip: " + ", ".join(
-        f"{k} {statistics.median(b[k] for b in breakdown):.3f}" for k in breakdown[0]))  # fmt: skip
+    print(
+        "stages, median s/clip: "
+        + ", ".join(f"{k} {statistics.median(b[k] for b in breakdown):.3f}" for k in breakdown[0])
+    )
     mean_l2 = np.mean([r["l2"] for r in rows if r.get("l2") is not None])
-    print(f"scored {len(rows) - len(failed)}/{len(rows)} (failed: {failed or 'none'}); mean L2 of the truth against "
-          f"itself through the tracker: {mean_l2:.2e}")  # fmt: skip
+    print(
+        f"scored {len(rows) - len(failed)}/{len(rows)} (failed: {failed or 'none'}); mean L2 of the truth against "
+        f"itself through the tracker: {mean_l2:.2e}"
+    )
 
 
 if __name__ == "__main__":

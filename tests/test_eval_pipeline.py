@@ -1,8 +1,8 @@
 """`newtonrewards eval` end to end on a small NewtonBench (one test clip per primitive, 32x256x256, H.264).
 
 Ground truth against itself (oracle masks: exact zeros), the real `embedded` tracker on the ground-truth videos
-(near-perfect), known perturbations (an object re-rendered k pixels behind, a time warp), bad input, resume, Ray, and the HTML report in a
-real headless Chromium.
+(near-perfect), known perturbations (an object re-rendered k pixels behind, a time warp), bad input, resume, Ray,
+and the HTML report in a real headless Chromium.
 """
 
 import html
@@ -20,11 +20,11 @@ from newtonrewards.bench_gen.driver import BenchGenerateConfig, generate, recipe
 from newtonrewards.bench_gen.renderers import make_renderer
 from newtonrewards.cli import main as cli_main
 from newtonrewards.errors import UserError
-from newtonrewards.proxies.corruptions import HIDDEN_DEPTH
 from newtonrewards.eval import pipeline
 from newtonrewards.eval.browser import check_page
 from newtonrewards.eval.pipeline import EvalConfig, evaluate
 from newtonrewards.eval.report import SECTIONS
+from newtonrewards.proxies.corruptions import HIDDEN_DEPTH
 from newtonrewards.video import read_video, write_video
 
 pytestmark = pytest.mark.slow
@@ -73,17 +73,22 @@ def render_moved(root, primitive, k=0, vanish=False):
     pos[1:, 0] -= k / px_per_m[1:]
     if vanish:
         pos[1:, 2] = HIDDEN_DEPTH
-    traj = physics.Trajectory(times, pos, pos * 0, pos * 0, np.zeros(len(times), np.uint8),
-                              np.zeros(len(times), np.int16), np.zeros(0), ())  # fmt: skip
+    traj = physics.Trajectory(
+        times, pos, pos * 0, pos * 0, np.zeros(len(times), np.uint8), np.zeros(len(times), np.int16), np.zeros(0), ()
+    )
     return make_renderer(recipe.renderer, supersample=recipe.supersample).render(spec, traj).rgb
 
 
 def test_ground_truth_against_itself_scores_exact_zeros_and_iou_one(oracle_run):
     summary, out = oracle_run
-    assert summary["scored"] == 5 and summary["failed"] == 0 and not summary["missing"] and not summary["unmatched_files"]
+    assert (
+        summary["scored"] == 5 and summary["failed"] == 0 and not summary["missing"] and not summary["unmatched_files"]
+    )
     for group, per in summary["stats"].items():
         for m in ("l2", "chamfer", "velocity_rmse", "acceleration_rmse"):
-            assert per[m]["mean"] == pytest.approx(0.0, abs=1e-12) and per[m]["ci_high"] == pytest.approx(0.0, abs=1e-12), (group, m)
+            assert per[m]["mean"] == pytest.approx(0.0, abs=1e-12) and per[m]["ci_high"] == pytest.approx(
+                0.0, abs=1e-12
+            ), (group, m)
         assert per["iou"]["mean"] == pytest.approx(1.0, abs=1e-12) and per["lost_fraction"]["mean"] == 0.0
         assert per["psnr"]["mean"] == pipeline.PSNR_CAP and per["ssim"]["mean"] == pytest.approx(1.0)
         assert per["kinematic"]["mean"] > 0 and per["motion"]["mean"] > 0  # the reward ran on the clip
@@ -122,8 +127,9 @@ def test_a_clip_lagging_k_pixels_gets_l2_of_about_k_over_sqrt2_res(bench, tracke
     ids = ["test-horizontal_throw-000000", "test-ramp_down-000000"]
     for clip_id in ids:
         write_clip(tmp_path / "gen" / f"{clip_id}.mp4", render_moved(root, clip_id.split("-")[1], k))
-    summary = evaluate(EvalConfig(bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True,
-                                  visual=False))  # fmt: skip
+    summary = evaluate(
+        EvalConfig(bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True, visual=False)
+    )
     assert summary["scored"] == 2 and sorted(summary["missing"]) == sorted(set(clips) - set(ids))
     expected = k * 31 / 32 / DIAG  # frame 0 is the conditioning frame, unshifted
     baseline = {r["clip_id"]: r["l2"] for r in _rows(tracked_run[1])}
@@ -140,7 +146,9 @@ def test_a_time_warped_clip_gets_larger_velocity_and_acceleration_errors(bench, 
     for clip_id in ids:
         frames, fps = read_video(clips[clip_id] / dataset.VIDEO_FILE)
         write_clip(tmp_path / "gen" / clip_id / "video.mp4", frames[warp], fps)
-    evaluate(EvalConfig(bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True, visual=False))
+    evaluate(
+        EvalConfig(bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True, visual=False)
+    )
     truth = {r["clip_id"]: r for r in _rows(tracked_run[1])}
     for r in _rows(tmp_path / "out"):
         assert r["velocity_rmse"] > truth[r["clip_id"]]["velocity_rmse"] + 0.5, r["clip_id"]
@@ -171,15 +179,29 @@ def test_bad_input_gives_per_clip_errors_and_the_run_goes_on(bench, tmp_path, ca
     report = (tmp_path / "out" / "report.html").read_text()
     assert all(html.escape(e) in report for e in errors.values()) and "holiday.mp4" in report
     # nothing scored: exit code 2
-    code = cli_main(["eval", "--bench", str(root), "--videos", str(gen), "--out", str(tmp_path / "out2"), "--no-ray",
-                     "--mapping", str(_mapping(tmp_path, {ids[1]: gen / f"{ids[1]}.mp4"}))])  # fmt: skip
+    code = cli_main(
+        [
+            "eval",
+            "--bench",
+            str(root),
+            "--videos",
+            str(gen),
+            "--out",
+            str(tmp_path / "out2"),
+            "--no-ray",
+            "--mapping",
+            str(_mapping(tmp_path, {ids[1]: gen / f"{ids[1]}.mp4"})),
+        ]
+    )
     assert code == 2 and "no clip could be scored" in capsys.readouterr().err
 
 
 def test_a_blank_clip_has_no_visible_object(bench, tmp_path):
     root, _ = bench
     write_clip(tmp_path / "gen" / "test-free_fall-000000.mp4", np.full((32, 128, 128, 3), 128, np.uint8))
-    summary = evaluate(EvalConfig(bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True))
+    summary = evaluate(
+        EvalConfig(bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True)
+    )
     assert summary["scored"] == 0 and "no visible object: the first frame is blank" in summary["errors"][0]["error"]
     frame = np.full((16, 16, 3), 128, np.uint8)
     mask = np.zeros((16, 16), bool)
@@ -198,8 +220,11 @@ def test_same_aspect_ratio_is_resized_with_a_warning_and_other_frame_rates_are_r
     doubled = np.repeat(frames, 2, axis=0)  # 32 fps, twice as many frames
     half = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in doubled])
     write_clip(tmp_path / "gen" / f"{clip_id}.mp4", half, fps=32.0)
-    summary = evaluate(EvalConfig(bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True,
-                                  oracle_masks=True))  # fmt: skip
+    summary = evaluate(
+        EvalConfig(
+            bench=str(root), videos=str(tmp_path / "gen"), out=str(tmp_path / "out"), no_ray=True, oracle_masks=True
+        )
+    )
     (row,) = _rows(tmp_path / "out")
     assert summary["scored"] == 1 and row["frames"] == 64 and row["width"] == 128
     assert any("resized from 128x128 to 256x256" in w for w in row["warnings"])
@@ -210,7 +235,9 @@ def test_same_aspect_ratio_is_resized_with_a_warning_and_other_frame_rates_are_r
 def test_empty_folder_and_missing_options_are_one_line_errors(bench, tmp_path, capsys):
     root, _ = bench
     (tmp_path / "empty").mkdir()
-    assert cli_main(["eval", "--bench", str(root), "--videos", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        cli_main(["eval", "--bench", str(root), "--videos", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    )
     assert "no videos found" in capsys.readouterr().err
     with pytest.raises(UserError, match="--out is required"):
         evaluate(EvalConfig(bench=str(root), videos=str(tmp_path)))

@@ -11,13 +11,17 @@ from newtonrewards.errors import UserError
 from newtonrewards.eval import aggregate, browser, compare, report
 from newtonrewards.eval.pipeline import PHYSICS, ClipJob, conform
 
-JOB = ClipJob("test-free_fall-000000", "free_fall", "/nowhere", "/nowhere.mp4", fps=16.0, num_frames=8, width=64, height=64)
+JOB = ClipJob(
+    "test-free_fall-000000", "free_fall", "/nowhere", "/nowhere.mp4", fps=16.0, num_frames=8, width=64, height=64
+)
 
 
 def run_summary(name, per_primitive, split="test"):
     """A minimal evaluation summary whose metric means are given per primitive ({primitive: {metric: mean}})."""
-    stats = {g: {m: {"mean": v, "std": 0.0, "ci_low": v, "ci_high": v, "n": 4} for m, v in per.items()}
-             for g, per in per_primitive.items()}  # fmt: skip
+    stats = {
+        g: {m: {"mean": v, "std": 0.0, "ci_low": v, "ci_high": v, "n": 4} for m, v in per.items()}
+        for g, per in per_primitive.items()
+    }
     return {"name": name, "split": split, "stats": stats}
 
 
@@ -28,8 +32,12 @@ def test_stats_mean_std_and_interval_in_closed_form():
 
 
 def test_aggregate_groups_by_primitive_and_leaves_failed_clips_out():
-    rows = [{"clip_id": "a", "primitive": "free_fall", "l2": 0.1}, {"clip_id": "b", "primitive": "free_fall", "l2": 0.3},
-            {"clip_id": "c", "primitive": "ramp_up", "l2": 0.2}, {"clip_id": "d", "primitive": "ramp_up", "error": "bad"}]  # fmt: skip
+    rows = [
+        {"clip_id": "a", "primitive": "free_fall", "l2": 0.1},
+        {"clip_id": "b", "primitive": "free_fall", "l2": 0.3},
+        {"clip_id": "c", "primitive": "ramp_up", "l2": 0.2},
+        {"clip_id": "d", "primitive": "ramp_up", "error": "bad"},
+    ]
     out = aggregate.aggregate(rows, ["l2"])
     assert out["free_fall"]["l2"]["mean"] == pytest.approx(0.2) and out["ramp_up"]["l2"]["n"] == 1
     assert out["all"]["l2"]["mean"] == pytest.approx(0.2) and out["all"]["l2"]["n"] == 3
@@ -73,19 +81,29 @@ def test_compare_command_prints_the_table_and_writes_a_report_that_loads(tmp_pat
     page = browser.check_page(tmp_path / "cmp" / "compare.html")
     assert page.errors == [] and set(report.COMPARE_SECTIONS) <= set(page.ids) and page.sections["chart"]["svgs"] == 1
     rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
-    assert rows[0] == "run,primitive,metric,value,change" and any(r.startswith("ours,ramp_up,mean_change,,0.5") for r in rows)
+    assert rows[0] == "run,primitive,metric,value,change" and any(
+        r.startswith("ours,ramp_up,mean_change,,0.5") for r in rows
+    )
     assert cli_main(["eval", "compare", str(tmp_path / "nothing")]) == 2
     assert "no evaluation summary" in capsys.readouterr().err
 
 
 def test_the_page_checker_catches_script_errors_console_errors_and_broken_images(tmp_path):
-    good = report._page("ok", [("a", "A", report.bar_chart_svg(["free_fall", "ramp_up"], [("l2", [0.1, -0.05], None, None)], "t")),
-                              ("b", "B", f'<img alt="x" src="{report.png_base64(np.zeros((4, 4, 3), np.uint8))}">')])  # fmt: skip
+    good = report._page(
+        "ok",
+        [
+            ("a", "A", report.bar_chart_svg(["free_fall", "ramp_up"], [("l2", [0.1, -0.05], None, None)], "t")),
+            ("b", "B", f'<img alt="x" src="{report.png_base64(np.zeros((4, 4, 3), np.uint8))}">'),
+        ],
+    )
     (tmp_path / "good.html").write_text(good)
     page = browser.check_page(tmp_path / "good.html")
     assert page.errors == [] and page.broken_images == [] and page.sections["a"]["svgs"] == 1 and page.images == 1
-    broken = good.replace("</body>", '<img alt="broken" src="data:image/png;base64,AAAA"><script>console.error("boom");'
-                                      "missingFunction();</script></body>")  # fmt: skip
+    broken = good.replace(
+        "</body>",
+        '<img alt="broken" src="data:image/png;base64,AAAA"><script>console.error("boom");'
+        "missingFunction();</script></body>",
+    )
     (tmp_path / "broken.html").write_text(broken)
     page = browser.check_page(tmp_path / "broken.html")
     assert page.broken_images == ["broken"]
@@ -129,4 +147,6 @@ def test_extremes_never_show_a_clip_twice():
     rows = [{"clip_id": str(i), "l2": float(i)} for i in range(4)] + [{"clip_id": "x", "error": "bad"}]
     worst, best = report.select_extremes(rows, count=3)
     assert [r["clip_id"] for r in worst] == ["3", "2", "1"] and [r["clip_id"] for r in best] == ["0"]
-    assert math.isclose(report.colourise(np.array([[0.0, 2.0]]), 1.0)[0, 1].sum(), report.colourise(np.array([[1.0]]), 1.0).sum())
+    assert math.isclose(
+        report.colourise(np.array([[0.0, 2.0]]), 1.0)[0, 1].sum(), report.colourise(np.array([[1.0]]), 1.0).sum()
+    )

@@ -1,8 +1,8 @@
 """`newtonrewards eval`: score a model's continuations of NewtonBench clips against the ground truth; compare runs.
 
-    newtonrewards eval --bench nb-mini --split test --videos nb-mini/clips/test --out eval-self --no-ray   # tiny, CPU
-    newtonrewards eval --bench /data/nb60k --split test --videos gen/wan-sft --out runs/sft --ray-address auto
-    newtonrewards eval compare runs/sft runs/newtonrewards runs/pisa-flow --baseline sft --out runs/compare
+newtonrewards eval --bench nb-mini --split test --videos nb-mini/clips/test --out eval-self --no-ray   # tiny, CPU
+newtonrewards eval --bench /data/nb60k --split test --videos gen/wan-sft --out runs/sft --ray-address auto
+newtonrewards eval compare runs/sft runs/newtonrewards runs/pisa-flow --baseline sft --out runs/compare
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from newtonrewards.errors import UserError
 
 def add_parser(verbs) -> None:
     p = verbs.add_parser(
-        "eval", help="physics and visual metrics of generated clips against NewtonBench; compare runs",
+        "eval",
+        help="physics and visual metrics of generated clips against NewtonBench; compare runs",
         description="Score generated continuations of NewtonBench clips (`eval --bench ... --videos ... --out ...`), "
         "or compare finished runs (`eval compare RUN ...`). Protocol and outputs: docs/EVALUATION.md.",
     )
@@ -26,8 +27,12 @@ def add_parser(verbs) -> None:
     p.add_argument("--mapping", help="JSON or CSV file (clip_id, path) naming each clip's video instead")
     p.add_argument("--out", help="folder for results.jsonl, summary.json, per_clip.csv and report.html")
     p.add_argument("--tracker", help="object tracker: embedded (default, no weights) | sam2")
-    p.add_argument("--oracle-masks", action="store_true", default=None,
-                   help="use the benchmark's masks instead of tracking (only for videos that ARE the benchmark clips)")  # fmt: skip
+    p.add_argument(
+        "--oracle-masks",
+        action="store_true",
+        default=None,
+        help="use the benchmark's masks instead of tracking (only for videos that ARE the benchmark clips)",
+    )
     p.add_argument("--no-visual", dest="visual", action="store_false", default=None, help="skip PSNR, SSIM, flicker")
     p.add_argument("--workers", type=int, help="local Ray CPUs (default all)")
     p.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
@@ -46,9 +51,19 @@ def add_parser(verbs) -> None:
 def run(args: argparse.Namespace) -> int:
     from newtonrewards.eval.pipeline import EvalConfig, evaluate
 
-    mapping = {"bench": "bench", "split": "split", "videos": "videos", "mapping": "mapping", "out": "out",
-               "tracker": "tracker", "oracle_masks": "oracle_masks", "visual": "visual", "workers": "workers",
-               "ray_address": "ray_address", "no_ray": "no_ray"}  # fmt: skip
+    mapping = {
+        "bench": "bench",
+        "split": "split",
+        "videos": "videos",
+        "mapping": "mapping",
+        "out": "out",
+        "tracker": "tracker",
+        "oracle_masks": "oracle_masks",
+        "visual": "visual",
+        "workers": "workers",
+        "ray_address": "ray_address",
+        "no_ray": "no_ray",
+    }
     cfg = build_config(EvalConfig, args.config, overrides_from_args(args, mapping))
     summary = evaluate(cfg)
     print(format_summary(summary))
@@ -67,15 +82,19 @@ def format_summary(summary: dict) -> str:
     for group, per in stats.items():
         cells = ("-" if per[m]["mean"] is None else f"{per[m]['mean']:.4g}" for m in PHYSICS)
         lines.append(f"{group:<{width}}  " + "  ".join(f"{c:>17}" for c in cells))
-    lines.append(f"scored {summary['scored']} clips ({summary['new']} now), {summary['failed']} failed, "
-                 f"{len(summary['missing'])} benchmark clips without a video, {len(summary['unmatched_files'])} videos "
-                 f"matching no clip")  # fmt: skip
+    lines.append(
+        f"scored {summary['scored']} clips ({summary['new']} now), {summary['failed']} failed, "
+        f"{len(summary['missing'])} benchmark clips without a video, {len(summary['unmatched_files'])} videos "
+        f"matching no clip"
+    )
     for e in summary["errors"][:10]:
         lines.append(f"  error {e['clip_id']}: {e['error']}")
     if len(summary["errors"]) > 10:
         lines.append(f"  ... {len(summary['errors']) - 10} more in the report")
-    lines.append(f"wrote {summary['files']['report']} (and {Path(summary['files']['summary']).name}, per_clip.csv, "
-                 "per_primitive.csv, results.jsonl)")  # fmt: skip
+    lines.append(
+        f"wrote {summary['files']['report']} (and {Path(summary['files']['summary']).name}, per_clip.csv, "
+        "per_primitive.csv, results.jsonl)"
+    )
     return "\n".join(lines)
 
 

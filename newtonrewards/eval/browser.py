@@ -20,13 +20,23 @@ from pathlib import Path
 
 from newtonrewards.errors import UserError
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--remote-debugging-pipe", "--window-size=1280,900")  # fmt: skip
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-pipe",
+    "--window-size=1280,900",
+)
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 PROBE = """JSON.stringify({
   ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
-  broken_images: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 40)),
+  broken_images: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))
+    .map(i => i.alt || i.src.slice(0, 40)),
   svgs: document.querySelectorAll('svg').length,
   images: document.images.length,
   text: document.body ? document.body.innerText.length : 0,
@@ -117,7 +127,12 @@ def _errors(events: list[dict]) -> list[str]:
             d = p.get("exceptionDetails", {})
             found.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
         elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            found.append("console." + p["type"] + ": " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+            found.append(
+                "console."
+                + p["type"]
+                + ": "
+                + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+            )
         elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
             found.append(f"log: {p['entry'].get('text')}")
     return found
@@ -142,11 +157,25 @@ def check_page(path: str | Path, timeout: float = 60.0, screenshot: bool = False
     log = open(Path(profile).with_suffix(".log"), "w+b")  # chromium's own messages, quoted when it fails
     to_r, to_w = os.pipe()  # commands: we write, chromium reads fd 3
     from_r, from_w = os.pipe()  # replies: chromium writes fd 4, we read
-    to_r, from_w = (_above(fd, 10) for fd in (to_r, from_w))  # so that moving them onto 3 and 4 cannot clash (bash, unlike dash, redirects fds above 9)
+    to_r, from_w = (
+        _above(fd, 10) for fd in (to_r, from_w)
+    )  # so that moving them onto 3 and 4 cannot clash (bash, unlike dash, redirects fds above 9)
     proc = subprocess.Popen(
-        ["bash", "-c", f'exec "$@" 3<&{to_r} 4>&{from_w}', "bash", binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-        pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
+        [
+            "bash",
+            "-c",
+            f'exec "$@" 3<&{to_r} 4>&{from_w}',
+            "bash",
+            binary,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ],
+        pass_fds=(to_r, from_w),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     os.close(to_r)
     os.close(from_w)
     pipe = _Pipe(proc, to_w, from_r)
@@ -165,7 +194,9 @@ def check_page(path: str | Path, timeout: float = 60.0, screenshot: bool = False
         if screenshot:
             import base64
 
-            shot = base64.b64decode(pipe.call("Page.captureScreenshot", {"captureBeyondViewport": True}, session=session)["data"])
+            shot = base64.b64decode(
+                pipe.call("Page.captureScreenshot", {"captureBeyondViewport": True}, session=session)["data"]
+            )
         try:
             pipe.call("Browser.close", timeout=5)
         except (RuntimeError, TimeoutError):

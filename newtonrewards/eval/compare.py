@@ -26,7 +26,9 @@ def load_run(path: str | Path) -> dict:
     try:
         summary = json.loads(file.read_text())
     except FileNotFoundError:
-        raise UserError(f"{file}: no evaluation summary here (run `newtonrewards eval ... --out {path}` first)") from None
+        raise UserError(
+            f"{file}: no evaluation summary here (run `newtonrewards eval ... --out {path}` first)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(summary, dict) or "stats" not in summary:
@@ -58,7 +60,9 @@ def compare(runs: list[dict], baseline: str | None = None, metric_names=PHYSICS)
     groups = sorted(g for g in base["stats"] if g != ALL) + [ALL]
     for run in runs:
         if run["split"] != base["split"]:
-            raise UserError(f"run {run['name']!r} scored split {run['split']!r} but the baseline scored {base['split']!r}")
+            raise UserError(
+                f"run {run['name']!r} scored split {run['split']!r} but the baseline scored {base['split']!r}"
+            )
     table: dict[str, dict] = {}
     means: dict[str, dict] = {}
     for run in runs:
@@ -71,8 +75,15 @@ def compare(runs: list[dict], baseline: str | None = None, metric_names=PHYSICS)
             table[run["name"]][group] = cells
             changes = [c["change"] for c in cells.values() if c["change"] is not None]
             means[run["name"]][group] = sum(changes) / len(changes) if changes else None
-    return {"baseline": base_name, "runs": names, "groups": groups, "metric_names": list(metric_names),
-            "mean": means, "metrics": table, "split": base["split"]}  # fmt: skip
+    return {
+        "baseline": base_name,
+        "runs": names,
+        "groups": groups,
+        "metric_names": list(metric_names),
+        "mean": means,
+        "metrics": table,
+        "split": base["split"],
+    }
 
 
 def _mean(run: dict, group: str, metric: str) -> float | None:
@@ -88,8 +99,11 @@ def format_comparison(result: dict) -> str:
     runs, groups = result["runs"], result["groups"]
     width = max(len(g) for g in groups + ["primitive"])
     col = max(12, *(len(r) for r in runs))
-    lines = [f"Relative change over {result['baseline']!r}, mean of {len(result['metric_names'])} physics metrics "
-             f"(positive = better; split {result['split']})", ""]  # fmt: skip
+    lines = [
+        f"Relative change over {result['baseline']!r}, mean of {len(result['metric_names'])} physics metrics "
+        f"(positive = better; split {result['split']})",
+        "",
+    ]
     lines.append(f"{'primitive':<{width}}  " + "  ".join(f"{r:>{col}}" for r in runs))
     for g in groups:
         lines.append(f"{g:<{width}}  " + "  ".join(f"{_pct(result['mean'][r][g]):>{col}}" for r in runs))
@@ -112,7 +126,9 @@ def comparison_rows(result: dict) -> list[dict]:
     rows = []
     for r in result["runs"]:
         for g in result["groups"]:
-            rows.append({"run": r, "primitive": g, "metric": "mean_change", "value": None, "change": result["mean"][r][g]})
+            rows.append(
+                {"run": r, "primitive": g, "metric": "mean_change", "value": None, "change": result["mean"][r][g]}
+            )
             for m in result["metric_names"]:
                 c = result["metrics"][r][g][m]
                 rows.append({"run": r, "primitive": g, "metric": m, "value": c["value"], "change": c["change"]})

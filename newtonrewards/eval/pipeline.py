@@ -173,18 +173,20 @@ def score_clip(job: ClipJob, cfg: EvalConfig, tracker, flow_model) -> tuple[dict
     start = time.perf_counter()
     row: dict[str, Any] = {"clip_id": job.clip_id, "primitive": job.primitive, "video": job.video}
     artifacts: dict[str, np.ndarray] = {}
-    try:
+    try:  # 1. read the generated clip and bring it to the benchmark's frame times and size
         raw, fps = read_video(job.video)
         row.update(frames=int(raw.shape[0]), fps=float(fps), width=int(raw.shape[2]), height=int(raw.shape[1]))
         frames, warnings = conform(raw, fps, job)
-        truth = load_truth_masks(job.clip_dir)
+        truth = load_truth_masks(job.clip_dir)  # 2. the exact masks, and the tracked ones
         if truth.shape != frames.shape[:3]:
             raise UserError(f"{job.clip_dir}: ground-truth masks {truth.shape} do not match the manifest's clip size")
         if not truth[0].any():
             raise UserError(f"{job.clip_dir}: the object is not visible in the benchmark's first frame")
         if not cfg.oracle_masks and not shows_something(frames[0], truth[0]):
-            raise UserError("no visible object: the first frame is blank where the benchmark's object is (nothing to "
-                            "prompt the tracker with)")  # fmt: skip
+            raise UserError(
+                "no visible object: the first frame is blank where the benchmark's object is (nothing to "
+                "prompt the tracker with)"
+            )
         if cfg.oracle_masks:
             masks, lost = truth, ~truth.any(axis=(1, 2))
         else:
@@ -192,17 +194,19 @@ def score_clip(job: ClipJob, cfg: EvalConfig, tracker, flow_model) -> tuple[dict
             masks, lost = np.asarray(result.masks, bool), np.asarray(result.lost, bool)
         if lost[1:].all():
             raise UserError("no visible object: the tracker lost it in every frame after the first")
-        reference = None
+        reference = None  # 3. physics and visual metrics against the benchmark clip
         if cfg.visual:
             reference, _ = read_video(Path(job.clip_dir) / dataset.VIDEO_FILE)
             if reference.shape != frames.shape:
-                raise UserError(f"{job.clip_dir}: benchmark video is {list(reference.shape)}, its manifest row says "
-                                f"{list(frames.shape)}")  # fmt: skip
+                raise UserError(
+                    f"{job.clip_dir}: benchmark video is {list(reference.shape)}, its manifest row says "
+                    f"{list(frames.shape)}"
+                )
         values = metrics.clip_metrics(masks, truth, frames if cfg.visual else None, reference)
         if "psnr" in values:
             values["psnr"] = min(values["psnr"], PSNR_CAP)
         values["lost_fraction"] = float(lost.mean())
-        if frames.shape[0] >= MIN_FRAMES:
+        if frames.shape[0] >= MIN_FRAMES:  # 4. the project's kinematic reward of the generated clip
             terms, residual_map = reward_terms(frames, cfg.reward, flow_model)
             values.update(terms)
             artifacts["residual_map"] = _shrink(residual_map)
@@ -247,7 +251,9 @@ class ClipScorer:
         from newtonrewards.reward_models.flow import make_flow_model
 
         self.cfg = cfg
-        self.tracker = tracker if tracker is not None or cfg.oracle_masks else build_tracker(cfg.tracker, **cfg.tracker_kwargs)
+        self.tracker = (
+            tracker if tracker is not None or cfg.oracle_masks else build_tracker(cfg.tracker, **cfg.tracker_kwargs)
+        )
         self.flow_model = make_flow_model(cfg.reward.flow_model, **cfg.reward.flow_kwargs)
 
     def __call__(self, job: ClipJob) -> tuple[dict, dict[str, np.ndarray]]:
@@ -273,9 +279,16 @@ def plan(cfg: EvalConfig) -> tuple[list[ClipJob], matching.Matching]:
     found = matching.match([r["clip_id"] for r in rows], videos)
     by_id = {r["clip_id"]: r for r in rows}
     jobs = [
-        ClipJob(clip_id=c, primitive=by_id[c]["primitive"], clip_dir=str(root / by_id[c]["path"]), video=str(v),
-                fps=float(by_id[c]["fps"]), num_frames=int(by_id[c]["num_frames"]), width=int(by_id[c]["width"]),
-                height=int(by_id[c]["height"]))  # fmt: skip
+        ClipJob(
+            clip_id=c,
+            primitive=by_id[c]["primitive"],
+            clip_dir=str(root / by_id[c]["path"]),
+            video=str(v),
+            fps=float(by_id[c]["fps"]),
+            num_frames=int(by_id[c]["num_frames"]),
+            width=int(by_id[c]["width"]),
+            height=int(by_id[c]["height"]),
+        )
         for c, v in found.pairs.items()
     ]
     return jobs, found
@@ -368,9 +381,13 @@ def prepare_output(cfg: EvalConfig) -> Path:
             previous = None
         if previous != identity(cfg):
             theirs = previous or {}
-            diff = [f"{k}: {theirs.get(k)!r} there, {v!r} asked" for k, v in identity(cfg).items() if theirs.get(k) != v]
-            raise UserError(f"{config_path}: this folder holds a run with other settings ({'; '.join(diff)}); "
-                            "choose another --out or rerun with the same settings to resume")  # fmt: skip
+            diff = [
+                f"{k}: {theirs.get(k)!r} there, {v!r} asked" for k, v in identity(cfg).items() if theirs.get(k) != v
+            ]
+            raise UserError(
+                f"{config_path}: this folder holds a run with other settings ({'; '.join(diff)}); "
+                "choose another --out or rerun with the same settings to resume"
+            )
     elif out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: folder is not empty and holds no {CONFIG_FILE}; choose an empty or new --out")
     try:
@@ -411,8 +428,16 @@ def evaluate(cfg: EvalConfig, tracker=None) -> dict:
     todo = [j for j in jobs if j.clip_id not in done]
     start = time.perf_counter()
 
-    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="clip", desc="eval", file=sys.stderr,
-              mininterval=0.5, dynamic_ncols=True) as bar:  # fmt: skip
+    with tqdm(
+        total=len(jobs),
+        initial=len(jobs) - len(todo),
+        unit="clip",
+        desc="eval",
+        file=sys.stderr,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    ) as bar:
+
         def on_result(row: dict, artifacts: dict) -> None:
             if artifacts:
                 save_artifacts(out, row["clip_id"], artifacts)
@@ -452,8 +477,15 @@ def _run_ray(cfg: EvalConfig, todo: list[ClipJob], on_result) -> None:
                 on_result(*ray.get(ready[0]))
             except ray.exceptions.RayError as exc:  # a worker that died on this clip (retried) fails the clip only
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-                on_result({"clip_id": job.clip_id, "primitive": job.primitive, "video": job.video,
-                           "error": f"worker failed: {message}"}, {})  # fmt: skip
+                on_result(
+                    {
+                        "clip_id": job.clip_id,
+                        "primitive": job.primitive,
+                        "video": job.video,
+                        "error": f"worker failed: {message}",
+                    },
+                    {},
+                )
 
 
 _SCORERS: dict[str, ClipScorer] = {}

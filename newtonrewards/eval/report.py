@@ -79,8 +79,10 @@ def bar_chart_svg(categories, series, title: str, percent: bool = False, width: 
         vmax = vmin + 1.0
     y = lambda v: top + plot_h * (vmax - v) / (vmax - vmin)  # noqa: E731
     label = (lambda v: f"{100 * v:.0f}%") if percent else (lambda v: f"{v:.3g}")  # noqa: E731
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="chart" role="img">',
-           f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{esc(title)}</text>']  # fmt: skip
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="chart" role="img">',
+        f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{esc(title)}</text>',
+    ]
     for tick in np.linspace(vmin, vmax, 5):
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>')
         out.append(f'<text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{label(tick)}</text>')
@@ -94,25 +96,34 @@ def bar_chart_svg(categories, series, title: str, percent: bool = False, width: 
             x = gx + j * bar_w
             if v is not None:
                 y0, y1 = sorted((y(0), y(v)))
-                out.append(f'<rect x="{x:.1f}" y="{y0:.1f}" width="{bar_w * 0.92:.1f}" height="{max(y1 - y0, 0.5):.1f}" '
-                           f'fill="{PALETTE[j % len(PALETTE)]}"><title>{esc(name)}, {esc(category)}: {label(v)}</title></rect>')  # fmt: skip
+                out.append(
+                    f'<rect x="{x:.1f}" y="{y0:.1f}" width="{bar_w * 0.92:.1f}" height="{max(y1 - y0, 0.5):.1f}" '
+                    f'fill="{PALETTE[j % len(PALETTE)]}"><title>{esc(name)}, {esc(category)}: {label(v)}</title></rect>'
+                )
             if lows and highs and lows[i] is not None and highs[i] is not None:
                 cx = x + bar_w * 0.46
-                out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(lows[i]):.1f}" y2="{y(highs[i]):.1f}" stroke="#222"/>')
-        words = "".join(f'<tspan x="{left + (i + 0.5) * group_w:.1f}" dy="{11 if k else 0}">{esc(w)}</tspan>'
-                        for k, w in enumerate(category.split("_")))  # fmt: skip
+                out.append(
+                    f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(lows[i]):.1f}" y2="{y(highs[i]):.1f}" stroke="#222"/>'
+                )
+        words = "".join(
+            f'<tspan x="{left + (i + 0.5) * group_w:.1f}" dy="{11 if k else 0}">{esc(w)}</tspan>'
+            for k, w in enumerate(category.split("_"))
+        )
         out.append(f'<text y="{height - bottom + 14}" text-anchor="middle" font-size="10">{words}</text>')
     if len(series) > 1:
         for j, (name, *_) in enumerate(series):
             lx = left + j * (plot_w / len(series))
-            out.append(f'<rect x="{lx:.1f}" y="{height - 22}" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>'
-                       f'<text x="{lx + 14:.1f}" y="{height - 13}" font-size="11">{esc(name)}</text>')  # fmt: skip
+            out.append(
+                f'<rect x="{lx:.1f}" y="{height - 22}" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>'
+                f'<text x="{lx + 14:.1f}" y="{height - 13}" font-size="11">{esc(name)}</text>'
+            )
     out.append("</svg>")
     return "".join(out)
 
 
-def trajectory_svg(truth: np.ndarray, track: np.ndarray, width: int, height: int, background: str | None = None,
-                   size: int = 256) -> str:  # fmt: skip
+def trajectory_svg(
+    truth: np.ndarray, track: np.ndarray, width: int, height: int, background: str | None = None, size: int = 256
+) -> str:
     """Ground-truth (green) and generated (red) centroid tracks [T, 2] px over an optional background data URI."""
     scale = size / max(width, height)
     w, h = width * scale, height * scale
@@ -161,9 +172,13 @@ def _table(header: list[str], body: list[list[str]], cls: str = "") -> str:
 
 
 def _page(title: str, sections: list[tuple[str, str, str]]) -> str:
-    body = "".join(f'<section id="{sid}"><h2>{esc(heading)}</h2>{content}</section>' for sid, heading, content in sections)
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f'<link rel="icon" href="data:,"><style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{body}</body></html>')  # fmt: skip
+    body = "".join(
+        f'<section id="{sid}"><h2>{esc(heading)}</h2>{content}</section>' for sid, heading, content in sections
+    )
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f'<link rel="icon" href="data:,"><style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{body}</body></html>'
+    )
 
 
 def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Path, int, int]], artifacts) -> str:
@@ -173,13 +188,20 @@ def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Pa
 
     stats, metric_names = summary["stats"], summary["metrics"]
     groups = sorted(g for g in stats if g != ALL) + [ALL]
-    overview = _table(["", ""], [
-        ["benchmark", esc(summary["bench"])], ["split", esc(summary["split"])], ["videos", esc(summary["videos"])],
-        ["tracker", esc(summary["tracker"])], ["clips scored", str(summary["scored"])],
-        ["clips failed", f'<span class="{"err" if summary["failed"] else ""}">{summary["failed"]}</span>'],
-        ["benchmark clips with no video", str(len(summary["missing"]))],
-        ["videos matching no clip", str(len(summary["unmatched_files"]))],
-    ])  # fmt: skip
+    overview = _table(
+        ["", ""],
+        [
+            ["benchmark", esc(summary["bench"])],
+            ["split", esc(summary["split"])],
+            ["videos", esc(summary["videos"])],
+            ["tracker", esc(summary["tracker"])],
+            ["clips scored", str(summary["scored"])],
+            ["clips failed", f'<span class="{"err" if summary["failed"] else ""}">{summary["failed"]}</span>'],
+            ["benchmark clips with no video", str(len(summary["missing"]))],
+            ["videos matching no clip", str(len(summary["unmatched_files"]))],
+        ],
+    )
+
     def cell(s: dict) -> str:
         if s["mean"] is None:
             return "-"
@@ -187,14 +209,29 @@ def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Pa
         return f"{fmt(s['mean'])}{std}<br><small>[{fmt(s['ci_low'], 3)}, {fmt(s['ci_high'], 3)}] n={s['n']}</small>"
 
     header = ["primitive"] + [f"{m} {'&uarr;' if m in HIGHER_IS_BETTER else '&darr;'}" for m in metric_names]
-    per_primitive = ('<p class="muted">mean &plusmn; std, and the 95% bootstrap interval of the mean over clips '
-                     "(&uarr; higher is better, &darr; lower is better).</p>")  # fmt: skip
+    per_primitive = (
+        '<p class="muted">mean &plusmn; std, and the 95% bootstrap interval of the mean over clips '
+        "(&uarr; higher is better, &darr; lower is better).</p>"
+    )
     per_primitive += _table(header, [[esc(g)] + [cell(stats[g][m]) for m in metric_names] for g in groups], cls="stats")
-    per_primitive += "<ul class=\"muted\">" + "".join(
-        f"<li><b>{esc(m)}</b>: {esc(summary['units'].get(m, ''))}</li>" for m in metric_names) + "</ul>"
+    per_primitive += (
+        '<ul class="muted">'
+        + "".join(f"<li><b>{esc(m)}</b>: {esc(summary['units'].get(m, ''))}</li>" for m in metric_names)
+        + "</ul>"
+    )
     charts = "".join(
-        bar_chart_svg(groups, [(m, [stats[g][m]["mean"] for g in groups], [stats[g][m]["ci_low"] for g in groups],
-                                [stats[g][m]["ci_high"] for g in groups])], f"{m} per primitive (95% CI)")  # fmt: skip
+        bar_chart_svg(
+            groups,
+            [
+                (
+                    m,
+                    [stats[g][m]["mean"] for g in groups],
+                    [stats[g][m]["ci_low"] for g in groups],
+                    [stats[g][m]["ci_high"] for g in groups],
+                )
+            ],
+            f"{m} per primitive (95% CI)",
+        )
         for m in PHYSICS
     )
     worst, best = select_extremes(rows)
@@ -212,36 +249,74 @@ def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Pa
             traj += f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
         if residuals[r["clip_id"]] is not None:
             src = png_base64(colourise(residuals[r["clip_id"]], scale))
-            maps += (f'<figure><img class="map" alt="residual map of {esc(r["clip_id"])}" src="{src}">'
-                     f"<figcaption>{caption}<br>kinematic {fmt(r.get('kinematic'), 3)}</figcaption></figure>")  # fmt: skip
-    traj = ('<p class="muted">Centroid tracks over the benchmark\'s first frame: ground truth green (solid), generated '
-            "red (dashed); the worst and best clips by L2 error.</p>" + (traj or "<p>no clip scored</p>"))  # fmt: skip
-    maps = (f'<p class="muted">Mean |second temporal difference of the optical flow| of the generated clip, per '
-            f"pixel (inferno colour map, black 0, yellow &ge; {scale:.3g} px/frame&sup3;).</p>" + (maps or "<p>no clip scored</p>"))  # fmt: skip
+            maps += (
+                f'<figure><img class="map" alt="residual map of {esc(r["clip_id"])}" src="{src}">'
+                f"<figcaption>{caption}<br>kinematic {fmt(r.get('kinematic'), 3)}</figcaption></figure>"
+            )
+    traj = (
+        '<p class="muted">Centroid tracks over the benchmark\'s first frame: ground truth green (solid), generated '
+        "red (dashed); the worst and best clips by L2 error.</p>" + (traj or "<p>no clip scored</p>")
+    )
+    maps = (
+        f'<p class="muted">Mean |second temporal difference of the optical flow| of the generated clip, per '
+        f"pixel (inferno colour map, black 0, yellow &ge; {scale:.3g} px/frame&sup3;).</p>"
+        + (maps or "<p>no clip scored</p>")
+    )
     clip_cols = ["clip_id", "primitive", *metric_names]
-    clips = _table(clip_cols + ["note"], [
-        [esc(r["clip_id"]), esc(r["primitive"])] + [fmt(r.get(m)) for m in metric_names]
-        + [f'<span class="err">{esc(r["error"])}</span>' if "error" in r else esc("; ".join(r.get("warnings", [])))]
-        for r in rows
-    ], cls="clips")  # fmt: skip
-    problems = "<h3>Per-clip errors</h3>" + (_table(["clip_id", "video", "error"], [
-        [esc(e["clip_id"]), esc(e["video"]), f'<span class="err">{esc(e["error"])}</span>'] for e in summary["errors"]
-    ]) if summary["errors"] else "<p>none</p>")  # fmt: skip
-    problems += "<h3>Warnings</h3>" + (_table(["clip_id", "warnings"], [
-        [esc(w["clip_id"]), esc("; ".join(w["warnings"]))] for w in summary["warnings"]]) if summary["warnings"] else "<p>none</p>")  # fmt: skip
+    clips = _table(
+        clip_cols + ["note"],
+        [
+            [esc(r["clip_id"]), esc(r["primitive"])]
+            + [fmt(r.get(m)) for m in metric_names]
+            + [f'<span class="err">{esc(r["error"])}</span>' if "error" in r else esc("; ".join(r.get("warnings", [])))]
+            for r in rows
+        ],
+        cls="clips",
+    )
+    problems = "<h3>Per-clip errors</h3>" + (
+        _table(
+            ["clip_id", "video", "error"],
+            [
+                [esc(e["clip_id"]), esc(e["video"]), f'<span class="err">{esc(e["error"])}</span>']
+                for e in summary["errors"]
+            ],
+        )
+        if summary["errors"]
+        else "<p>none</p>"
+    )
+    problems += "<h3>Warnings</h3>" + (
+        _table(
+            ["clip_id", "warnings"], [[esc(w["clip_id"]), esc("; ".join(w["warnings"]))] for w in summary["warnings"]]
+        )
+        if summary["warnings"]
+        else "<p>none</p>"
+    )
     problems += "<h3>Videos matching no benchmark clip</h3>" + (
-        "<ul>" + "".join(f"<li>{esc(p)}</li>" for p in summary["unmatched_files"]) + "</ul>" if summary["unmatched_files"] else "<p>none</p>")  # fmt: skip
+        "<ul>" + "".join(f"<li>{esc(p)}</li>" for p in summary["unmatched_files"]) + "</ul>"
+        if summary["unmatched_files"]
+        else "<p>none</p>"
+    )
     problems += "<h3>Benchmark clips with no generated video</h3>" + (
-        "<ul>" + "".join(f"<li>{esc(c)}</li>" for c in summary["missing"]) + "</ul>" if summary["missing"] else "<p>none</p>")  # fmt: skip
+        "<ul>" + "".join(f"<li>{esc(c)}</li>" for c in summary["missing"]) + "</ul>"
+        if summary["missing"]
+        else "<p>none</p>"
+    )
     import json
 
     config = f"<pre>{esc(json.dumps(summary['config'], indent=1))}</pre>"
-    return _page(f"NewtonBench evaluation: {summary['split']}", [
-        ("overview", "Overview", overview), ("per-primitive", "Metrics per primitive", per_primitive),
-        ("charts", "Physics metrics per primitive", charts), ("trajectories", "Trajectories", traj),
-        ("residual-maps", "Kinematic residual maps", maps), ("clips", "Every clip", clips),
-        ("problems", "Errors, warnings and unmatched clips", problems), ("config", "Configuration", config),
-    ])  # fmt: skip
+    return _page(
+        f"NewtonBench evaluation: {summary['split']}",
+        [
+            ("overview", "Overview", overview),
+            ("per-primitive", "Metrics per primitive", per_primitive),
+            ("charts", "Physics metrics per primitive", charts),
+            ("trajectories", "Trajectories", traj),
+            ("residual-maps", "Kinematic residual maps", maps),
+            ("clips", "Every clip", clips),
+            ("problems", "Errors, warnings and unmatched clips", problems),
+            ("config", "Configuration", config),
+        ],
+    )
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -266,12 +341,27 @@ def write_run_report(out: Path, summary: dict, rows: list[dict], cfg) -> dict[st
     out = Path(out)
     _, bench_rows = dataset.open_bench(cfg.bench, cfg.split)
     clips = {r["clip_id"]: (Path(cfg.bench) / r["path"], int(r["width"]), int(r["height"])) for r in bench_rows}
-    files = {"summary": out / "summary.json", "per_clip": out / "per_clip.csv",
-             "per_primitive": out / "per_primitive.csv", "report": out / "report.html"}  # fmt: skip
+    files = {
+        "summary": out / "summary.json",
+        "per_clip": out / "per_clip.csv",
+        "per_primitive": out / "per_primitive.csv",
+        "report": out / "report.html",
+    }
     summary = {**summary, "files": {k: str(v) for k, v in files.items()}}
     dataset.write_json_atomic(files["summary"], summary)
-    columns = ["clip_id", "primitive", *summary["metrics"], "frames", "fps", "width", "height", "seconds", "video",
-               "warnings", "error"]  # fmt: skip
+    columns = [
+        "clip_id",
+        "primitive",
+        *summary["metrics"],
+        "frames",
+        "fps",
+        "width",
+        "height",
+        "seconds",
+        "video",
+        "warnings",
+        "error",
+    ]
     write_csv(files["per_clip"], rows, columns)
     flat = [{"primitive": g, "metric": m, **s} for g, per in summary["stats"].items() for m, s in per.items()]
     write_csv(files["per_primitive"], flat, ["primitive", "metric", "mean", "std", "ci_low", "ci_high", "n"])
@@ -284,22 +374,41 @@ def render_compare_report(result: dict) -> str:
     from newtonrewards.eval.compare import _pct
 
     runs, groups = result["runs"], result["groups"]
-    headline = _table(["primitive", *map(esc, runs)], [[esc(g)] + [_pct(result["mean"][r][g]) for r in runs] for g in groups])
+    headline = _table(
+        ["primitive", *map(esc, runs)], [[esc(g)] + [_pct(result["mean"][r][g]) for r in runs] for g in groups]
+    )
     others = [r for r in runs if r != result["baseline"]] or runs
-    chart = bar_chart_svg(groups, [(r, [result["mean"][r][g] for g in groups], None, None) for r in others],
-                          f"relative change over {result['baseline']} (mean of {len(result['metric_names'])} metrics)",
-                          percent=True, width=720, height=300)  # fmt: skip
+    chart = bar_chart_svg(
+        groups,
+        [(r, [result["mean"][r][g] for g in groups], None, None) for r in others],
+        f"relative change over {result['baseline']} (mean of {len(result['metric_names'])} metrics)",
+        percent=True,
+        width=720,
+        height=300,
+    )
     per_metric = ""
     for m in result["metric_names"]:
-        body = [[esc(g)] + [f"{fmt(result['metrics'][r][g][m]['value'])} ({_pct(result['metrics'][r][g][m]['change'])})"
-                            for r in runs] for g in groups]  # fmt: skip
+        body = [
+            [esc(g)]
+            + [
+                f"{fmt(result['metrics'][r][g][m]['value'])} ({_pct(result['metrics'][r][g][m]['change'])})"
+                for r in runs
+            ]
+            for g in groups
+        ]
         per_metric += f"<h3>{esc(m)}</h3>" + _table(["primitive", *map(esc, runs)], body)
-    note = ('<p class="muted">Positive = better: errors (lower is better) count (baseline - run) / baseline, IoU '
-            f"(higher is better) (run - baseline) / baseline. Split {esc(result['split'])}.</p>")  # fmt: skip
-    return _page(f"NewtonBench comparison over {result['baseline']}", [
-        ("overview", "Relative change, mean of the physics metrics", note + headline),
-        ("chart", "Per primitive", chart), ("per-metric", "Per metric: mean (relative change)", per_metric),
-    ])  # fmt: skip
+    note = (
+        '<p class="muted">Positive = better: errors (lower is better) count (baseline - run) / baseline, IoU '
+        f"(higher is better) (run - baseline) / baseline. Split {esc(result['split'])}.</p>"
+    )
+    return _page(
+        f"NewtonBench comparison over {result['baseline']}",
+        [
+            ("overview", "Relative change, mean of the physics metrics", note + headline),
+            ("chart", "Per primitive", chart),
+            ("per-metric", "Per metric: mean (relative change)", per_metric),
+        ],
+    )
 
 
 def write_compare_report(out: Path, result: dict) -> dict[str, str]:
