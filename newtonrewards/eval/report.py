@@ -25,6 +25,7 @@ from newtonrewards.eval.aggregate import ALL
 SECTIONS = ("overview", "per-primitive", "charts", "trajectories", "residual-maps", "clips", "problems", "config")
 COMPARE_SECTIONS = ("overview", "chart", "per-metric")
 EXTREMES = 3  # clips shown at each end (best, worst)
+MAX_CLIP_ROWS = 2000  # rows of the per-clip table in the page (all of them are in per_clip.csv)
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -182,8 +183,10 @@ def _page(title: str, sections: list[tuple[str, str, str]]) -> str:
 
 
 def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Path, int, int]], artifacts) -> str:
-    """The run report's HTML. `clips`: clip id -> (benchmark clip folder, width, height); `artifacts(clip_id)` -> the
-    arrays stored for it (pipeline.load_artifacts)."""
+    """The run report's HTML (the per-clip table stops at MAX_CLIP_ROWS; every error is listed).
+
+    `clips`: clip id -> (benchmark clip folder, width, height); `artifacts(clip_id)` -> the arrays stored for it
+    (pipeline.load_artifacts)."""
     from newtonrewards.eval.pipeline import HIGHER_IS_BETTER, PHYSICS
 
     stats, metric_names = summary["stats"], summary["metrics"]
@@ -269,10 +272,13 @@ def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Pa
             [esc(r["clip_id"]), esc(r["primitive"])]
             + [fmt(r.get(m)) for m in metric_names]
             + [f'<span class="err">{esc(r["error"])}</span>' if "error" in r else esc("; ".join(r.get("warnings", [])))]
-            for r in rows
+            for r in rows[:MAX_CLIP_ROWS]
         ],
         cls="clips",
     )
+    if len(rows) > MAX_CLIP_ROWS:
+        clips += f'<p class="muted">{len(rows) - MAX_CLIP_ROWS} more clips in per_clip.csv.</p>'
+
     problems = "<h3>Per-clip errors</h3>" + (
         _table(
             ["clip_id", "video", "error"],
