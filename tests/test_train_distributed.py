@@ -101,6 +101,25 @@ def test_two_ranks_write_shared_outputs_once(trained):
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
+def test_reward_stage_with_guidance_on_two_ranks_stays_in_sync(trained, bench):
+    """Stage 2 from the two-rank SFT run: sampling through the DDP wrapper (no-grad steps, then the conditional and
+    unconditional forwards of the last step before one backward), gradient through the VAE decode and the reward."""
+    out = trained["tmp"] / "reward"
+    launch_two_ranks(["train", "reward", "--config", "configs/train/tiny_wan_reward.yaml", "--bench", str(bench),
+                      "--model", str(trained["model"]), "--init-from", str(trained["out"]), "--out", str(out),
+                      "--steps", "2", "--set", "tracker=none", "--set", "log_every=1", "--set", "lora.rank=4",
+                      "--set", "lora.alpha=4", "--set", "sampling.num_steps=2", "--set", "sampling.guidance=2.0",
+                      "--set", "reward.reward.w_mass=0"], trained["tmp"])  # fmt: skip
+    reports = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert {r["rank"] for r in reports} == {0, 1} and {r["world_size"] for r in reports} == {2}
+    assert reports[0]["trainable_sha256"] == reports[1]["trainable_sha256"]
+    assert not set(reports[0]["clips_seen"]) & set(reports[1]["clips_seen"])
+    sft = json.loads((trained["out"] / "ranks" / "rank0.json").read_text())
+    assert reports[0]["trainable_sha256"] != sft["trainable_sha256"]  # started from the SFT weights and moved on
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2] and all(m["loss"] > 0 for m in metrics)
+
+
 def test_generate_on_two_ranks_writes_each_clip_once_and_the_same_frames_as_one_process(trained, bench):
     from newtonrewards import dataset
     from newtonrewards.video import read_video
