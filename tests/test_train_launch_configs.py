@@ -67,7 +67,8 @@ def test_each_file_loads_with_accelerates_loader_and_has_what_a_launcher_needs(n
 def test_accelerate_launch_resolves_each_file(name):
     args, _, env = resolve_launch(["--config_file", str(ACCEL / f"{name}.yaml")])
     kind = KINDS[name.split("_")[0]]
-    assert (args.multi_gpu, args.use_fsdp, args.use_deepspeed) == (kind == "MULTI_GPU", kind == "FSDP", kind == "DEEPSPEED")
+    chosen = (args.multi_gpu, args.use_fsdp, args.use_deepspeed)
+    assert chosen == (kind == "MULTI_GPU", kind == "FSDP", kind == "DEEPSPEED")
     assert args.num_processes // args.num_machines == 8
     if kind == "MULTI_GPU":
         assert env["ACCELERATE_MIXED_PRECISION"] == "bf16" and args.nproc_per_node == "8"
@@ -163,7 +164,8 @@ def test_fsdp_wraps_each_transformer_block_of_every_family_with_the_names_the_fi
         plugin = FullyShardedDataParallelPlugin()
         assert plugin.sharding_strategy == ShardingStrategy.FULL_SHARD and plugin.use_orig_params
         plugin.set_auto_wrap_policy(model)
-        wrapped = [n for n, m in model.named_modules() if plugin.auto_wrap_policy(module=m, recurse=False, nonwrapped_numel=0)]
+        policy = plugin.auto_wrap_policy
+        wrapped = [n for n, m in model.named_modules() if policy(module=m, recurse=False, nonwrapped_numel=0)]
         assert len(wrapped) == 2, (model_name, wrapped)  # the two transformer blocks, nothing else
         assert all(type(model.get_submodule(n)).__name__ == env["FSDP_TRANSFORMER_CLS_TO_WRAP"] for n in wrapped)
 
@@ -208,8 +210,9 @@ def test_sbatch_starts_one_launcher_per_node_with_its_machine_rank_and_the_first
     record = tmp_path / "launches.jsonl"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record), "SLURM_NNODES": "3",
            "SLURM_JOB_NODELIST": "gpu-node-[17-19]", "SLURM_JOB_ID": "4242"}  # fmt: skip
-    cmd = ["bash", "docker/slurm/train_multinode.sbatch", "ddp_multinode", "reward", "configs/train/wan_1_3b_reward.yaml",
-           "/data/nb", "runs/wan rw", "--init-from", "runs/wan-sft", "--set", "steps=20"]  # fmt: skip
+    recipe = "configs/train/wan_1_3b_reward.yaml"
+    cmd = ["bash", "docker/slurm/train_multinode.sbatch", "ddp_multinode", "reward", recipe, "/data/nb", "runs/wan rw",
+           "--init-from", "runs/wan-sft", "--set", "steps=20"]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
     launches = [json.loads(line) for line in record.read_text().splitlines()]
     assert [launch["node"] for launch in launches] == ["0", "1", "2"]
@@ -217,9 +220,8 @@ def test_sbatch_starts_one_launcher_per_node_with_its_machine_rank_and_the_first
         argv = launch["argv"]
         assert argv[0] == "launch"
         script = argv.index("-m")
-        assert argv[script:] == ["-m", "newtonrewards", "train", "reward", "--config", "configs/train/wan_1_3b_reward.yaml",
-                                 "--bench", "/data/nb", "--out", "runs/wan rw", "--init-from", "runs/wan-sft",
-                                 "--set", "steps=20"]  # fmt: skip
+        assert argv[script:] == ["-m", "newtonrewards", "train", "reward", "--config", recipe, "--bench", "/data/nb",
+                                 "--out", "runs/wan rw", "--init-from", "runs/wan-sft", "--set", "steps=20"]
         args, _, _ = resolve_launch(argv[1:script])
         assert (args.num_machines, args.num_processes, int(args.machine_rank)) == (3, 24, int(launch["node"]))
         assert (args.main_process_ip, args.main_process_port) == ("gpu-node-17", 29500 + 4242 % 1000)
@@ -236,7 +238,8 @@ def test_sbatch_refuses_an_unknown_accelerate_config(tmp_path):
 # -- Docker ------------------------------------------------------------------------------------------------------------
 def _instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")))
+    lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
     return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in text.splitlines() if ln.strip()]
 
 

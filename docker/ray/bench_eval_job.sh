@@ -4,7 +4,7 @@
 # docker/Dockerfile.cpu) and the same view of DATA (a shared filesystem); `--ray-address auto` makes each command join
 # the cluster it runs in instead of starting a local Ray.
 #
-#   ray start --head --port 6379                       # on the head node (then `ray start --address HEAD:6379` on the others)
+#   ray start --head --port 6379       # on the head node; `ray start --address HEAD:6379` on the others
 #   RAY_ADDRESS=http://HEAD:8265 DATA=/data VIDEOS=/data/gen/wan-rw docker/ray/bench_eval_job.sh
 #
 # Environment: RAY_ADDRESS (the dashboard address jobs are submitted to), DATA (shared folder), PRESET (full),

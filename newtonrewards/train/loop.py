@@ -93,8 +93,8 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg)
     if accelerator.distributed_type.value == "FSDP":  # before any output: the run would export sharded tensors
-        raise UserError("train: FSDP is not supported yet (checkpoints and the export read parameters on the main "
-                        "process, which FSDP shards); launch with configs/accelerate/ddp.yaml or zero2.yaml")  # fmt: skip
+        raise UserError("train: FSDP is not supported yet (checkpoints and the export read parameters on the "
+                        "main process, which FSDP shards); launch with configs/accelerate/ddp.yaml or zero2.yaml")
     device = accelerator.device
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
