@@ -139,20 +139,3 @@ def test_generate_on_two_ranks_writes_each_clip_once_and_the_same_frames_as_one_
         frames1, _ = read_video(tmp / "gen1" / name)
         assert (frames2 == frames1).all(), name
 
-
-def test_train_refuses_fsdp_before_writing_anything(bench, tmp_path, monkeypatch):
-    """Checkpoints and the export read unsharded parameters; until they gather FSDP shards, FSDP stops with a line."""
-    from accelerate.utils import DistributedType
-
-    from newtonrewards.errors import UserError
-    from newtonrewards.train import loop
-    from train_helpers import recipe
-
-    class FSDPAccelerator:
-        distributed_type = DistributedType.FSDP
-
-    monkeypatch.setattr(loop, "make_accelerator", lambda cfg: FSDPAccelerator())
-    cfg = recipe(tmp_path / "run", bench, tmp_path / "model")
-    with pytest.raises(UserError, match="FSDP is not supported yet.*ddp.yaml or zero2.yaml"):
-        loop.train(cfg)
-    assert not (tmp_path / "run").exists()

@@ -73,8 +73,8 @@ def test_accelerate_launch_resolves_each_file(name):
     if kind == "MULTI_GPU":
         assert env["ACCELERATE_MIXED_PRECISION"] == "bf16" and args.nproc_per_node == "8"
     if kind == "FSDP":
-        assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "1"
-        assert env["FSDP_SHARDING_STRATEGY"] == "FULL_SHARD" and env["FSDP_USE_ORIG_PARAMS"] == "true"
+        assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"  # the loop refuses FSDP1
+        assert env["FSDP_RESHARD_AFTER_FORWARD"] == "true"  # FSDP2's FULL_SHARD
         assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
         assert env["FSDP_TRANSFORMER_CLS_TO_WRAP"] == "WanTransformerBlock"
     if kind == "DEEPSPEED":
@@ -145,7 +145,6 @@ def test_fsdp_wraps_each_transformer_block_of_every_family_with_the_names_the_fi
     """The file names Wan's block; its header gives the override for LTX and CogVideoX. Accelerate resolves the names
     in the model (an unknown name is an error), and each block becomes one FSDP unit."""
     from accelerate.utils import FullyShardedDataParallelPlugin
-    from torch.distributed.fsdp import ShardingStrategy
 
     header = (ACCEL / "fsdp.yaml").read_text()
     documented = dict(re.findall(r"(\w+): --fsdp_transformer_layer_cls_to_wrap (\w+)", header))
@@ -159,10 +158,8 @@ def test_fsdp_wraps_each_transformer_block_of_every_family_with_the_names_the_fi
         for key, value in env.items():
             if key.startswith(("FSDP_", "ACCELERATE_")):
                 monkeypatch.setenv(key, value)
-        assert env["FSDP_SYNC_MODULE_STATES"] == "true"
-        monkeypatch.setenv("FSDP_SYNC_MODULE_STATES", "false")  # it asks for the current GPU, which CI has not
         plugin = FullyShardedDataParallelPlugin()
-        assert plugin.sharding_strategy == ShardingStrategy.FULL_SHARD and plugin.use_orig_params
+        assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
         plugin.set_auto_wrap_policy(model)
         policy = plugin.auto_wrap_policy
         wrapped = [n for n, m in model.named_modules() if policy(module=m, recurse=False, nonwrapped_numel=0)]

@@ -4,6 +4,10 @@ OUT/checkpoints/step-NNNNNNN/   accelerator.save_state + trainable.safetensors (
 OUT/final/                      the export: pytorch_lora_weights.safetensors (LoRA) or transformer/ (full), export.json
 A run restarted with the same OUT continues from the latest checkpoint; its per-step randomness is a function of the
 step (not of the RNG state), and the data order of (seed, epoch), so it continues exactly.
+
+Under FSDP2 (parameters are DTensor shards) Accelerate writes the model and optimizer itself (sharded or full, per the
+launch file's fsdp_state_dict_type); trainable.safetensors, the EMA and the export hold gathered, whole tensors, so
+every rank takes part in writing them (all-gathers) and the main process writes the files.
 """
 
 from __future__ import annotations
@@ -34,14 +38,42 @@ class Progress:
         self.step = int(state["step"])
 
 
+def is_fsdp(accelerator) -> bool:
+    return accelerator.distributed_type.value == "FSDP"
+
+
+def unsharded(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole value of a tensor: an FSDP2 shard (DTensor) all-gathered (a collective: every rank must call it in
+    the same order), any other tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def gathered_trainable(accelerator, model) -> dict[str, torch.Tensor]:
+    """{name: whole CPU tensor} of the trainable parameters of a prepared model. Under FSDP every rank must call it
+    (it all-gathers the trainable shards only, not the frozen base weights) and only the main process gets them."""
+    module = accelerator.unwrap_model(model)
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    if not is_fsdp(accelerator):
+        own = dict(module.named_parameters())
+        return {n: own[n].detach().cpu().contiguous() for n in names}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    state = get_model_state_dict(model, options=options)  # {} on the other ranks (cpu_offload: rank 0 only)
+    return {n: state[n].contiguous() for n in names if n in state}
+
+
 def register_hooks(accelerator) -> None:
-    """Save / load only the trainable parameters of prepared models (not the frozen base weights)."""
+    """Save / load only the trainable parameters of prepared models (not the frozen base weights). Under FSDP the
+    save hook gathers them for trainable.safetensors (what load_trained and the digest read); Accelerate loads the
+    sharded model itself and passes the load hook no models."""
     from safetensors.torch import load_file, save_file
 
     def save_hook(models, weights, output_dir):
         for i, model in enumerate(models):
-            module = accelerator.unwrap_model(model)
-            state = {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+            state = gathered_trainable(accelerator, model)
             if accelerator.is_main_process:
                 save_file(state, str(Path(output_dir) / (TRAINABLE_FILE if i == 0 else f"trainable_{i}.safetensors")))
         weights.clear()
@@ -130,14 +162,46 @@ def _load_base_weights(module, state: dict, folder: Path) -> None:
     module.load_state_dict(mapped, strict=False)
 
 
-def write_export(adapter, out: str | Path, lora: bool, info: dict) -> Path:
-    """OUT/final: the plain-pipeline weights plus export.json (base model, adapter, how to load)."""
-    from newtonrewards.dataset import write_json_atomic
+class EMACheckpoint:
+    """What the checkpoints hold of an EMA (diffusers' EMAModel over the prepared trainable parameters): its state
+    with whole tensors. Under FSDP2 the shadow tensors are shards like the parameters: gathered on save (every rank)
+    and re-sharded like the current ones on load; otherwise exactly EMAModel's own state."""
 
+    def __init__(self, ema) -> None:
+        self.ema = ema
+
+    def state_dict(self) -> dict:
+        return {**self.ema.state_dict(), "shadow_params": [unsharded(t) for t in self.ema.shadow_params]}
+
+    def load_state_dict(self, state: dict) -> None:
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        like = self.ema.shadow_params
+        self.ema.load_state_dict(state)
+        loaded = self.ema.shadow_params
+        self.ema.shadow_params = [distribute_tensor(t.to(ref.device), ref.device_mesh, ref.placements)
+                                  if isinstance(ref, DTensor) else t for t, ref in zip(loaded, like)]  # fmt: skip
+
+
+def write_export(accelerator, adapter, model, out: str | Path, lora: bool, info: dict) -> Path | None:
+    """OUT/final: the plain-pipeline weights plus export.json (base model, adapter, how to load). Every rank calls it
+    (under FSDP the weights are gathered: the LoRA tensors only, or `accelerator.get_state_dict` for a full export);
+    the main process writes and gets the path, the others None."""
+    from newtonrewards.dataset import write_json_atomic
+    from newtonrewards.train.lora import export_lora, export_transformer
+
+    state = None
+    if is_fsdp(accelerator):
+        state = gathered_trainable(accelerator, model) if lora else accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return None
     path = Path(out) / "final"
     if path.exists():
         shutil.rmtree(path)
-    adapter.export(path, lora=lora)
+    if state is None:
+        adapter.export(path, lora=lora)
+    else:  # every adapter's export is one of these two, which take the gathered weights
+        (export_lora if lora else export_transformer)(adapter, path, state_dict=state)
     how = ("pipe = PipelineClass.from_pretrained(base_model); pipe.load_lora_weights(this_folder)" if lora else
            "pipe = PipelineClass.from_pretrained(base_model, transformer=TransformerClass.from_pretrained(this_folder, "
            "subfolder='transformer'))")  # fmt: skip

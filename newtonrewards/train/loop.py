@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from newtonrewards.errors import UserError
-from newtonrewards.train.checkpoint import (Progress, checkpoint_dirs, load_trained, register_hooks, save_checkpoint,
-                                            write_export)  # fmt: skip
+from newtonrewards.train.checkpoint import (EMACheckpoint, Progress, checkpoint_dirs, is_fsdp, load_trained,
+                                            register_hooks, save_checkpoint, unsharded, write_export)  # fmt: skip
 from newtonrewards.train.config import TrainConfig, validate_train
 from newtonrewards.train.ranks import write_rank_report
 
@@ -92,9 +92,9 @@ def train(cfg: TrainConfig) -> dict:
     validate_train(cfg)
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg)
-    if accelerator.distributed_type.value == "FSDP":  # before any output: the run would export sharded tensors
-        raise UserError("train: FSDP is not supported yet (checkpoints and the export read parameters on the "
-                        "main process, which FSDP shards); launch with configs/accelerate/ddp.yaml or zero2.yaml")
+    if is_fsdp(accelerator) and accelerator.state.fsdp_plugin.fsdp_version != 2:  # before any output
+        raise UserError("train: FSDP1 (fsdp_version: 1) is not supported; launch with FSDP2 (fsdp_version: 2, as in "
+                        "configs/accelerate/fsdp.yaml), ddp.yaml or zero2.yaml")
     device = accelerator.device
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -134,15 +134,16 @@ def train(cfg: TrainConfig) -> dict:
         step_fn = RewardStep(adapter, embed, cfg, NewtonReward(cfg.reward.reward).to(device))
 
     # 4. optimizer, schedule, data, EMA: prepared by Accelerate
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  weight_decay=cfg.optim.weight_decay)  # fmt: skip
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.optim.lr,
+                                  betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)  # fmt: skip
     schedule = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=cfg.optim.warmup_steps * accelerator.num_processes,
                              num_training_steps=cfg.steps * accelerator.num_processes)  # fmt: skip
     loader = DataLoader(clips, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, drop_last=False,
                         num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
     runner, optimizer, loader, schedule = accelerator.prepare(module, optimizer, loader, schedule)
     adapter.runner = runner
+    # the parameters clipping and the EMA see: those after `prepare` (FSDP2 replaces them by DTensor shards)
+    params = [p for p in runner.parameters() if p.requires_grad]
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
     ema = None
@@ -151,7 +152,7 @@ def train(cfg: TrainConfig) -> dict:
 
         ema = EMAModel(params, decay=cfg.ema_decay)
         ema.to(device)
-        accelerator.register_for_checkpointing(ema)
+        accelerator.register_for_checkpointing(EMACheckpoint(ema))
     if checkpoint_dirs(out):
         accelerator.load_state(str(checkpoint_dirs(out)[-1]))
         accelerator.print(f"train: resumed from {checkpoint_dirs(out)[-1]} at step {progress.step}")
@@ -180,8 +181,8 @@ def train(cfg: TrainConfig) -> dict:
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
                     norm = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
-                    if norm is not None:  # a float under DeepSpeed, which clips inside its engine
-                        logs["grad_norm"] = torch.as_tensor(norm)
+                    if norm is not None:  # a float under DeepSpeed, which clips inside its engine; FSDP2: a DTensor
+                        logs["grad_norm"] = torch.as_tensor(unsharded(norm) if torch.is_tensor(norm) else norm)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -210,15 +211,13 @@ def train(cfg: TrainConfig) -> dict:
     if accelerator.num_processes > 1:
         write_rank_report(accelerator, out, runner, progress.step, micro, clips_seen)
 
-    # 6. export the trained weights for the plain pipeline (EMA weights when on)
+    # 6. export the trained weights for the plain pipeline (EMA weights when on); every rank takes part (FSDP gathers)
     accelerator.wait_for_everyone()
-    final = None
     if ema is not None:
         ema.store(params)
         ema.copy_to(params)
-    if accelerator.is_main_process:
-        final = write_export(adapter, out, cfg.lora.enabled, {"stage": cfg.stage, "step": progress.step,
-                                                             "init_from": cfg.init_from})  # fmt: skip
+    final = write_export(accelerator, adapter, runner, out, cfg.lora.enabled, {"stage": cfg.stage,
+                         "step": progress.step, "init_from": cfg.init_from})  # fmt: skip
     if ema is not None:
         ema.restore(params)
     accelerator.wait_for_everyone()

@@ -29,12 +29,13 @@ def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in module.named_parameters() if p.requires_grad}
 
 
-def export_lora(adapter, path: str | Path) -> Path:
-    """path/pytorch_lora_weights.safetensors in diffusers' format, with rank and alpha as metadata."""
+def export_lora(adapter, path: str | Path, state_dict: dict | None = None) -> Path:
+    """path/pytorch_lora_weights.safetensors in diffusers' format, with rank and alpha as metadata; the LoRA tensors
+    come from `state_dict` when given (whole tensors gathered from FSDP shards), else from the module."""
     from peft.utils import get_peft_model_state_dict
 
     module = adapter.trainable_module()
-    state = get_peft_model_state_dict(module)
+    state = get_peft_model_state_dict(module, state_dict=state_dict)
     metadata = module.peft_config["default"].to_dict()
     metadata["target_modules"] = sorted(metadata["target_modules"])
     adapter.pipeline_class.save_lora_weights(
@@ -43,10 +44,22 @@ def export_lora(adapter, path: str | Path) -> Path:
     return Path(path) / LORA_FILE
 
 
-def export_transformer(adapter, path: str | Path) -> Path:
-    """path/transformer/ (config + safetensors) of the fully trained denoiser, for `from_pretrained(subfolder=...)`."""
+def export_transformer(adapter, path: str | Path, state_dict: dict | None = None) -> Path:
+    """path/transformer/ (config + safetensors) of the fully trained denoiser, for `from_pretrained(subfolder=...)`.
+    With `state_dict` (whole tensors gathered from FSDP shards) a plain model of the denoiser's own class (FSDP2
+    renames it FSDP<Class>) is built on the meta device around those tensors and saved."""
+    import torch
+    from torch.distributed.fsdp import FSDPModule
+
     out = Path(path) / "transformer"
-    adapter.trainable_module().save_pretrained(str(out), safe_serialization=True)
+    module = adapter.trainable_module()
+    if state_dict is not None:
+        plain_class = next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))
+        with torch.device("meta"):
+            plain = plain_class.from_config(module.config)
+        plain.load_state_dict(state_dict, strict=True, assign=True)
+        module = plain
+    module.save_pretrained(str(out), safe_serialization=True)
     return out
 
 

@@ -4,9 +4,13 @@ Data-parallel ranks (DDP, DeepSpeed ZeRO-1/2) must end with the same trainable w
 clips; the report lets a run (and tests/test_train_distributed.py) check both without trusting the launcher:
 
     {"rank": 1, "world_size": 2, "distributed_type": "MULTI_CPU", "step": 3, "micro_batches": 3,
-     "clips_seen": ["train-free_fall-000001", ...], "trainable_sha256": "...", "trainable_numel": 1536}
+     "clips_seen": ["train-free_fall-000001", ...], "trainable_sha256": "...", "trainable_numel": 1536,
+     "trainable_local_numel": 1536}
 
-Under FSDP each rank holds a shard, so its digest covers only its local pieces and differs between ranks.
+trainable_local_numel counts the elements this rank holds: all of them under DDP, its shards under FSDP.
+
+Under FSDP each rank holds shards: the digest is of the whole tensors, gathered on every rank, so it too must be the
+same on every rank (and equal that of the checkpoint's trainable.safetensors).
 """
 
 from __future__ import annotations
@@ -35,15 +39,18 @@ def write_rank_report(accelerator, out: str | Path, module: torch.nn.Module, ste
                       clips_seen: set[str]) -> Path:  # fmt: skip
     """OUT/ranks/rank{process_index}.json for this process (every rank writes its own file)."""
     from newtonrewards.dataset import write_json_atomic
+    from newtonrewards.train.checkpoint import unsharded
 
-    named = {n: p for n, p in accelerator.unwrap_model(module).named_parameters() if p.requires_grad}
-    digest, numel = trainable_digest(named)
+    # every rank gathers the same tensors in the same order (FSDP: all-gathers; otherwise the parameters themselves)
+    own = {n: p for n, p in accelerator.unwrap_model(module).named_parameters() if p.requires_grad}
+    digest, numel = trainable_digest({n: unsharded(p) for n, p in own.items()})
+    local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in own.values())
     path = Path(out) / RANKS_DIR / f"rank{accelerator.process_index}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {
         "rank": accelerator.process_index, "world_size": accelerator.num_processes,
         "local_rank": accelerator.local_process_index, "distributed_type": str(accelerator.distributed_type.value),
         "step": step, "micro_batches": micro_batches, "clips_seen": sorted(clips_seen),
-        "trainable_sha256": digest, "trainable_numel": numel,
+        "trainable_sha256": digest, "trainable_numel": numel, "trainable_local_numel": local,
     })  # fmt: skip
     return path
