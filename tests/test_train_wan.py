@@ -169,7 +169,8 @@ def test_exported_weights_reproduce_the_trained_sample_in_plain_wanpipeline(lora
     if mode == "text":
         kwargs["generator"] = torch.Generator().manual_seed(7)  # the pipeline draws the same noise itself
     else:
-        kwargs.update(latents=adapter.keep_cond(noise, cond), callback_on_step_end=adapter.reimpose_callback(cond),
+        kwargs.update(latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)),
+                      callback_on_step_end=adapter.reimpose_callback(cond),
                       callback_on_step_end_tensor_inputs=["latents"])  # fmt: skip
     theirs = pipe(**kwargs).frames
     assert theirs.shape == ours.shape

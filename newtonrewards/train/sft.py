@@ -11,10 +11,15 @@ class SFTStep:
 
     def __init__(self, adapter, prompts, cfg):
         self.adapter, self.prompts = adapter, prompts
-        self.num_cond = adapter.cond_latent_frames(cfg.conditioning.pixel_frames())
+        k = cfg.conditioning.pixel_frames()
+        self.num_cond = adapter.cond_latent_frames(k)
+        self.cond_pixels = adapter.cond_pixel_frames(k)
 
     def __call__(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        latents = self.adapter.encode_video(batch["video"])
+        video = batch["video"]
+        latents = self.adapter.encode_video(video)
+        if self.cond_pixels:  # the prefix encoded alone, as samplers encode it (differs for non-causal VAEs)
+            latents = self.adapter.keep_cond(latents, self.adapter.encode_video(video[:, : self.cond_pixels]))
         embeds = self.prompts(batch["prompt"])
         loss = self.adapter.training_loss(latents, embeds, self.num_cond, generator).mean()
         return loss, {"loss": loss.detach()}

@@ -4,17 +4,20 @@ An adapter wraps one diffusers video model (transformer, VAE, scheduler, text en
 `from_pretrained` from a hub id or folder. Tensors crossing the contract:
 
 - video: float32 [B, T, 3, H, W] in [0, 1] (the project's convention, see DESIGN.md);
-- latents: the model's own layout, normalised the way its pipeline's denoiser sees them (Wan [B, C, T', H', W'],
-  CogVideoX [B, T', C, H', W'], LTX whatever its pipeline's callback receives); the loops treat them as opaque and
-  only the adapter slices frames (`keep_cond`);
+- latents: the model's own layout, normalised the way its pipeline's denoiser sees them (Wan and LTX the VAE's
+  [B, C, T', H', W'], CogVideoX [B, T', C, H', W']); the loops treat them as opaque and only the adapter slices
+  frames (`keep_cond`); `pipeline_latents` turns them into what the plain pipeline's `latents=` takes (LTX packs
+  them into tokens);
 - prompt embeddings: a dict of tensors with the batch first (e.g. {"prompt_embeds": [B, L, D]} or with
   "prompt_attention_mask"); `collate_embeds` stacks cached per-prompt dicts.
 
 First-K-frames conditioning (generic, model-agnostic): the first `k` pixel frames are encoded with the VAE and the
 latent frames they fully determine (`cond_latent_frames(k)`) are kept clean: in training the noised latents get those
 frames replaced by the clean ones and the loss ignores them; in sampling they are imposed on the initial noise and
-re-imposed after every scheduler step. The plain diffusers pipeline reproduces this with `latents=` (the imposed
-noise) and `callback_on_step_end` (`reimpose_callback`). k = 0 is text-only generation.
+re-imposed after every scheduler step. The plain diffusers pipeline reproduces this with
+`latents=pipeline_latents(keep_cond(noise, cond))` and `callback_on_step_end` (`reimpose_callback`). The prefix is
+always encoded alone (training too), since a non-causal VAE (CogVideoX) encodes it differently within the whole clip.
+k = 0 is text-only generation.
 """
 
 from __future__ import annotations
@@ -156,6 +159,10 @@ class VideoAdapter(ABC):
         for module in [self.trainable_module(), *self.frozen_modules()]:
             module.to(self.device)
         return self
+
+    def pipeline_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """`latents` in this contract's layout as the plain pipeline's `latents=` takes them (default: unchanged)."""
+        return latents
 
     def reimpose_callback(self, cond_latents: torch.Tensor | None) -> Callable:
         """A `callback_on_step_end` for the plain pipeline that re-imposes the clean conditioning latents after each

@@ -26,11 +26,14 @@ def tiny_tokenizer(model_max_length: int = 32):
     )
 
 
-def tiny_t5_encoder(d_model: int, seed: int = 0, num_layers: int = 2):
-    """A random `T5EncoderModel` (what CogVideoX and LTX load) with hidden size `d_model`; deterministic in `seed`."""
-    from transformers import T5Config, T5EncoderModel
+def tiny_t5_encoder(d_model: int, seed: int = 0, num_layers: int = 2, umt5: bool = False):
+    """A random `T5EncoderModel` (what CogVideoX and LTX load), or with `umt5` a `UMT5EncoderModel` (Wan's), with
+    hidden size `d_model`; deterministic in `seed`."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=len(TINY_CHARS) + 3, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=num_layers,
-                      num_heads=2, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu")  # fmt: skip
-    return T5EncoderModel(config).eval()
+    config_class, model_class = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    config = config_class(vocab_size=len(TINY_CHARS) + 3, d_model=d_model, d_kv=8, d_ff=2 * d_model,
+                          num_layers=num_layers, num_heads=2, relative_attention_num_buckets=8,
+                          feed_forward_proj="gated-gelu")  # fmt: skip
+    return model_class(config).eval()

@@ -22,6 +22,19 @@ from newtonrewards.errors import UserError
 from newtonrewards.train.adapters.base import Embeds, VideoAdapter
 
 TEMPORAL = 4  # Wan's causal VAE: latent frame 0 <- pixel frame 0, latent frame j <- pixel frames 4j-3 .. 4j
+CHUNK = 4  # Wan's VAE encodes pixel frame 0, then chunks of 4 frames: clips and conditioning prefixes are 4k+1 frames
+
+
+class shape_rule:
+    """A shape rule that reads the VAE's compression: called on the class (recipe checks, before any model is built)
+    it uses the class's published factors (Wan's: x4 in time, sides a multiple of 16); called on an adapter, those
+    of the VAE it loaded (tiny models may compress less)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __get__(self, obj, owner):
+        return self.fn.__get__(owner if obj is None else obj)
 
 
 class WanAdapter(VideoAdapter):
@@ -33,7 +46,8 @@ class WanAdapter(VideoAdapter):
     name = "wan"
     objective = "flow_matching"
     pipeline_class = None  # WanPipeline, set on first use (keeps diffusers out of the import of this module)
-    spatial_multiple = 16  # VAE x8, patch x2
+    temporal = TEMPORAL  # VAE compression in time; an adapter instance holds its VAE's (shape_rule)
+    spatial_multiple = 16  # VAE x8, patch x2; an adapter instance holds its VAE's x transformer patch
 
     def __init__(self, model: str = "", dtype: str = "float32", device: str | torch.device = "cpu", **options: Any):
         super().__init__(model, dtype, device, **options)
@@ -54,8 +68,7 @@ class WanAdapter(VideoAdapter):
         self.expand_timesteps = bool(index.get("expand_timesteps", False))
         self.text_encoder = self.tokenizer = None
         self.max_sequence_length = int(options.get("max_sequence_length", 512))
-        self.vae_scale = int(self.vae.config.scale_factor_spatial or 8)
-        self.spatial_multiple = self.vae_scale * self.transformer.config.patch_size[1]
+        self._read_compression()
         for m in (self.vae,):
             m.requires_grad_(False).eval()
         if options.get("gradient_checkpointing"):
@@ -77,12 +90,18 @@ class WanAdapter(VideoAdapter):
         self.transformer, self.vae, self.scheduler = transformer, vae, scheduler
         self.expand_timesteps, self.text_encoder, self.tokenizer = False, None, None
         self.max_sequence_length = int(options.get("max_sequence_length", 512))
-        self.vae_scale = int(vae.config.scale_factor_spatial or 8)
+        self._read_compression()
         vae.requires_grad_(False).eval()
         if options.get("gradient_checkpointing"):
             transformer.enable_gradient_checkpointing()
         self.checkpoint_decode = bool(options.get("checkpoint_decode", False))
         return self.to(self.device)
+
+    def _read_compression(self) -> None:
+        """The shape rules of this adapter: the loaded VAE's compression (what WanPipeline reads) and the patch."""
+        self.vae_scale = int(self.vae.config.scale_factor_spatial or 8)
+        self.temporal = int(self.vae.config.scale_factor_temporal or TEMPORAL)
+        self.spatial_multiple = self.vae_scale * self.transformer.config.patch_size[1]
 
     def _check_model(self, model: str) -> None:
         path = Path(model)
@@ -100,27 +119,26 @@ class WanAdapter(VideoAdapter):
         except Exception:  # offline or a folder without the file: the T2V default
             return {}
 
-    # -- 1. shapes ----------------------------------------------------------------------------------------------
-    @classmethod
-    def check_shape(cls, num_frames: int, height: int, width: int) -> None:
-        if num_frames < 1 or (num_frames - 1) % TEMPORAL:
-            raise UserError(f"adapter {cls.name}: num_frames={num_frames}, but Wan takes 4k+1 frames (5, 9, 17, 33, 81)")
+    # -- 1. shapes (shape_rule: the class's published factors, or an adapter's own VAE) -------------------------
+    @shape_rule
+    def check_shape(self, num_frames: int, height: int, width: int) -> None:
+        if num_frames < 1 or (num_frames - 1) % CHUNK:
+            raise UserError(f"adapter {self.name}: num_frames={num_frames}, but Wan takes 4k+1 frames (5, 9, 17, 33, 81)")
         for side, value in (("height", height), ("width", width)):
-            if value <= 0 or value % cls.spatial_multiple:
-                raise UserError(f"adapter {cls.name}: {side}={value} must be a positive multiple of {cls.spatial_multiple}")
+            if value <= 0 or value % self.spatial_multiple:
+                raise UserError(f"adapter {self.name}: {side}={value} must be a positive multiple of {self.spatial_multiple}")
 
-    @classmethod
-    def latent_frames(cls, num_frames: int) -> int:
-        return (num_frames - 1) // TEMPORAL + 1
+    @shape_rule
+    def latent_frames(self, num_frames: int) -> int:
+        return (num_frames - 1) // self.temporal + 1
 
-    @classmethod
-    def cond_latent_frames(cls, k: int) -> int:
-        return 0 if k <= 0 else 1 + (k - 1) // TEMPORAL
+    @shape_rule
+    def cond_latent_frames(self, k: int) -> int:
+        return 0 if k <= 0 else self.latent_frames(self.cond_pixel_frames(k))
 
-    @classmethod
-    def cond_pixel_frames(cls, k: int) -> int:
-        n = cls.cond_latent_frames(k)
-        return 0 if n == 0 else 1 + TEMPORAL * (n - 1)
+    @shape_rule
+    def cond_pixel_frames(self, k: int) -> int:
+        return 0 if k <= 0 else 1 + CHUNK * ((k - 1) // CHUNK)  # the encoder takes frame 0, then chunks of 4
 
     # -- 2. text ------------------------------------------------------------------------------------------------
     def _load_text_encoder(self) -> None:
@@ -152,6 +170,7 @@ class WanAdapter(VideoAdapter):
 
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        self.check_shape(video.shape[1], video.shape[3], video.shape[4])
         x = (video.to(self.device, torch.float32) * 2 - 1).permute(0, 2, 1, 3, 4)  # [B, 3, T, H, W] in [-1, 1]
         mu = self.vae.encode(x).latent_dist.mode()
         mean, std = self._stats(mu)
@@ -214,6 +233,7 @@ class WanAdapter(VideoAdapter):
     def initial_noise(self, batch, num_frames, height, width, generator):
         from diffusers.utils.torch_utils import randn_tensor
 
+        self.check_shape(num_frames, height, width)
         shape = (batch, self.transformer.config.in_channels, self.latent_frames(num_frames),
                  height // self.vae_scale, width // self.vae_scale)  # fmt: skip
         return randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
@@ -271,39 +291,99 @@ class WanAdapter(VideoAdapter):
 
 
 # -- tiny-wan: small random weights, saved and loaded back through from_pretrained -----------------------------------
-TINY_CHARS = " abcdefghijklmnopqrstuvwxyz0123456789.,;:'-_()/"
+# A tiny Wan that can learn NewtonBench at 32x32: a VAE that compresses x2 in space and not in time (Wan's x8 / x4
+# leaves a 4x4 latent at 32x32, too coarse for a few-pixel object), fitted to the clips with `fit_tiny_vae`.
+# Heads of 32 channels: Wan's RoPE gives height and width 10 of them each, enough to attend to one latent pixel.
+LEARNABLE_TINY = {"z_dim": 8, "vae_spatial": 2, "vae_temporal": 1, "vae_base_dim": 16, "heads": 2, "head_dim": 32,
+                  "layers": 3, "ffn_dim": 128}  # fmt: skip
 
 
-def build_tiny_wan(folder: str | Path, seed: int = 0, z_dim: int = 4, text_dim: int = 16) -> Path:
-    """Write a tiny random Wan pipeline (transformer 2 layers x 2 heads x 8, VAE base 8, UMT5 2 layers, a char-level
-    tokenizer) to `folder` in the diffusers layout; deterministic in `seed`."""
+def build_tiny_wan(folder: str | Path, seed: int = 0, z_dim: int = 4, text_dim: int = 16, vae_spatial: int = 8,
+                   vae_temporal: int = 4, vae_base_dim: int = 8, heads: int = 2, head_dim: int = 8, layers: int = 2,
+                   ffn_dim: int = 32) -> Path:  # fmt: skip
+    """Write a tiny random Wan pipeline to `folder` in the diffusers layout; deterministic in `seed`. The VAE
+    compresses x`vae_spatial` (2, 4, 8) in space and x`vae_temporal` (1, 2, 4) in time (defaults: Wan's x8 / x4),
+    recorded as the scale_factor_* that WanPipeline reads; text: the shared char tokenizer and a 2-layer UMT5."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
+    from newtonrewards.train.adapters.tiny_text import tiny_t5_encoder, tiny_tokenizer
+
+    if vae_spatial not in (2, 4, 8) or vae_temporal not in (1, 2, 4) or vae_temporal > vae_spatial:
+        raise ValueError(f"build_tiny_wan: vae_spatial {vae_spatial} must be 2, 4 or 8 and vae_temporal "
+                         f"{vae_temporal} 1, 2 or 4, at most vae_spatial")  # fmt: skip
+    stages, time_stages = vae_spatial.bit_length() - 1, vae_temporal.bit_length() - 1
     folder = Path(folder)
+    text_encoder = tiny_t5_encoder(text_dim, seed=seed, umt5=True)
     torch.manual_seed(seed)
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(TINY_CHARS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(vocab), d_model=text_dim, d_kv=8, d_ff=32, num_layers=2,
-                                               num_heads=2, relative_attention_num_buckets=8))  # fmt: skip
-    vae = AutoencoderKLWan(base_dim=8, z_dim=z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True], latents_mean=[0.0] * z_dim,
-                           latents_std=[1.0] * z_dim)  # fmt: skip
-    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
+    vae = AutoencoderKLWan(base_dim=vae_base_dim, z_dim=z_dim, dim_mult=[1] * (stages + 1), num_res_blocks=1,
+                           temperal_downsample=[False] * (stages - time_stages) + [True] * time_stages,
+                           latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim, scale_factor_spatial=vae_spatial,
+                           scale_factor_temporal=vae_temporal)  # fmt: skip
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim,
                                         in_channels=z_dim, out_channels=z_dim, text_dim=text_dim, freq_dim=32,
-                                        ffn_dim=32, num_layers=2, rope_max_seq_len=32)  # fmt: skip
+                                        ffn_dim=ffn_dim, num_layers=layers, rope_max_seq_len=32)  # fmt: skip
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-    WanPipeline(tokenizer, text_encoder, vae, scheduler, transformer).save_pretrained(folder)
+    WanPipeline(tiny_tokenizer(), text_encoder, vae, scheduler, transformer).save_pretrained(folder)
     return folder
+
+
+def fit_tiny_vae(folder: str | Path, clips: torch.Tensor, steps: int = 400, lr: float = 5e-3, batch: int = 32,
+                 seed: int = 0, moving_weight: float = 10.0) -> float:  # fmt: skip
+    """Fit the VAE of the tiny Wan in `folder` to the frames of `clips` [N, T, 3, H, W] in [0, 1] (L1 reconstruction,
+    as a real Wan's VAE comes pretrained) and save it back; returns the final mean L1 on those frames ([0, 1] units).
+
+    A per-frame autoencoder: the causal convolutions' taps on past frames are zeroed (and, with no weight decay, stay
+    zero), so frames batch together (~10x faster than clips) and a conditioning prefix encodes exactly as within its
+    clip. Residual branches and attention outputs start at zero (each block starts as the identity), and pixels that
+    differ from their clip's median frame (the moving object, a few pixels) weigh 1 + `moving_weight` x |difference|:
+    the object is what the rewards look at. latents_mean / latents_std become the fitted latents' per-channel
+    statistics, so the denoiser sees unit-scale latents, as Wan's own normalisation gives."""
+    from diffusers import AutoencoderKLWan
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanAttentionBlock, WanCausalConv3d, WanResidualBlock
+
+    vae = AutoencoderKLWan.from_pretrained(Path(folder) / "vae")
+    if vae.config.scale_factor_temporal != 1:
+        raise ValueError(f"fit_tiny_vae: {folder}'s VAE compresses in time (x{vae.config.scale_factor_temporal}); "
+                         "a per-frame fit needs vae_temporal=1")  # fmt: skip
+    with torch.no_grad():
+        for m in vae.modules():
+            if isinstance(m, WanCausalConv3d) and m.weight.shape[2] > 1:
+                m.weight[:, :, :-1] = 0  # the causal padding puts the current frame last
+            elif isinstance(m, (WanResidualBlock, WanAttentionBlock)):
+                last = m.conv2 if isinstance(m, WanResidualBlock) else m.proj
+                last.weight.zero_()
+                last.bias.zero_()
+    clips = clips.float()
+    moving = (clips - clips.median(dim=1, keepdim=True).values).abs().amax(dim=2, keepdim=True)
+    x = clips.flatten(0, 1)[:, :, None] * 2 - 1  # [N*T, 3, 1, H, W] in [-1, 1]: one-frame clips
+    weight = 1 + moving_weight * moving.flatten(0, 1)[:, :, None]
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
+    g = torch.Generator().manual_seed(seed)
+    vae.train()
+    for _ in range(steps):
+        pick = torch.randint(len(x), (batch,), generator=g)
+        posterior = vae.encode(x[pick]).latent_dist
+        error = (vae.decode(posterior.mode()).sample - x[pick]).abs() * weight[pick]
+        loss = error.mean() + 1e-6 * posterior.kl().mean()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+    vae.eval()
+    with torch.no_grad():
+        z = torch.cat([vae.encode(part).latent_dist.mode() for part in x.split(64)])
+        l1 = torch.cat([(vae.decode(zp).sample - xp).abs() for zp, xp in zip(z.split(64), x.split(64))]).mean() / 2
+        channels = z.transpose(0, 1).flatten(1)
+        vae.register_to_config(latents_mean=channels.mean(1).tolist(), latents_std=channels.std(1).tolist())
+    vae.save_pretrained(Path(folder) / "vae")
+    return float(l1)
 
 
 class TinyWanAdapter(WanAdapter):
     """A tiny random-weight Wan for tests and CPU runs: `model` is a folder (built there first if empty or missing;
-    "" uses ~/.cache/newtonrewards/tiny-wan-SEED); then loaded exactly like `wan`."""
+    "" uses ~/.cache/newtonrewards/tiny-wan-SEED); then loaded exactly like `wan`, with its VAE's shape rules.
+    Before the model is built (recipe checks) it is held to Wan's rules, those of the default tiny build."""
 
     name = "tiny-wan"
 
