@@ -3,6 +3,8 @@
     python benchmarks/tracking_accuracy.py /tmp/nbt-mini --preset mini            # generates the folder if missing
     python benchmarks/tracking_accuracy.py /tmp/nbt-s1 --counts test=4 --seed 1 --perturb blur,noise,jpeg
     python benchmarks/tracking_accuracy.py /tmp/nbt-mini --set band=4 --per-clip
+    python benchmarks/tracking_accuracy.py /tmp/nbt-mini \
+        --tracker newtonrewards.eval.tracking.embedded_v2:RobustEmbeddedTracker     # a tracker given as module:Class
 
 Each test clip is decoded, optionally degraded (`--perturb`: Gaussian blur of `--blur` px sigma, Gaussian noise of
 `--noise` grey levels, JPEG at `--jpeg` quality, in that order, seeded per clip), and tracked from its exact
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import os
 import time
 from collections import defaultdict
@@ -107,7 +110,11 @@ def main() -> None:
         raise SystemExit(f"--perturb: unknown {sorted(unknown)}; known: {', '.join(PERTURBATIONS)}")
     cv2.setNumThreads(1)
     ensure_bench(args.root, args.preset, args.counts, args.seed)
-    tracker = build_tracker(args.tracker, **parse_overrides(args.set))
+    if ":" in args.tracker:  # module:Class, a tracker not registered (yet)
+        module, name = args.tracker.split(":")
+        tracker = getattr(importlib.import_module(module), name)(**parse_overrides(args.set))
+    else:
+        tracker = build_tracker(args.tracker, **parse_overrides(args.set))
     rows = sorted((r for r in read_manifest(args.root) if r["split"] == args.split), key=lambda r: r["clip_id"])
     if not rows:
         raise SystemExit(f"{args.root}: no clips in split {args.split!r}")
