@@ -4,7 +4,7 @@
     python benchmarks/tracking_accuracy.py /tmp/nbt-s1 --counts test=4 --seed 1 --perturb blur,noise,jpeg
     python benchmarks/tracking_accuracy.py /tmp/nbt-mini --set band=4 --per-clip
     python benchmarks/tracking_accuracy.py /tmp/nbt-mini \
-        --tracker newtonrewards.eval.tracking.embedded_v2:RobustEmbeddedTracker     # a tracker given as module:Class
+        --tracker robust     # a registered tracker by name, or module:Class
 
 Each test clip is decoded, optionally degraded (`--perturb`: Gaussian blur of `--blur` px sigma, Gaussian noise of
 `--noise` grey levels, JPEG at `--jpeg` quality, in that order, seeded per clip), and tracked from its exact

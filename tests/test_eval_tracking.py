@@ -119,9 +119,9 @@ def test_bad_input_raises_user_error(embedded):
         embedded.track(frames.astype(np.float32), truth[0])
     with pytest.raises(UserError, match="first_mask must be bool"):
         embedded.track(frames, truth[0].astype(np.uint8))
-    with pytest.raises(UserError, match="unknown name 'nope'; known: embedded, sam2"):
+    with pytest.raises(UserError, match="unknown name 'nope'; known: embedded, robust, sam2"):
         build_tracker("nope")
-    assert tracker_names() == ("embedded", "sam2")
+    assert tracker_names() == ("embedded", "robust", "sam2")
 
 
 def save_tiny_sam2(folder) -> None:
@@ -198,10 +198,10 @@ def degrade(frames: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def test_robust_tracker_keeps_a_blurred_noisy_jpeg_square_and_the_contract():
-    from newtonrewards.eval.tracking.embedded_v2 import RobustEmbeddedTracker
+    from newtonrewards.eval.tracking import build_tracker
 
     frames, truth, _ = moving_square(T=12, H=64, W=80, size=14)
-    tracker = RobustEmbeddedTracker()
+    tracker = build_tracker("robust")
     sharp = tracker.track(frames, truth[0])
     assert np.array_equal(sharp.masks[0], truth[0]) and not sharp.lost.any()
     np.testing.assert_allclose(sharp.centroids, centroid_track(sharp.masks))

@@ -26,7 +26,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--videos", help="folder of generated clips: CLIP_ID.mp4 or CLIP_ID/video.mp4 at any depth")
     p.add_argument("--mapping", help="JSON or CSV file (clip_id, path) naming each clip's video instead")
     p.add_argument("--out", help="folder for results.jsonl, summary.json, per_clip.csv and report.html")
-    p.add_argument("--tracker", help="object tracker: embedded (default, no weights) | sam2")
+    p.add_argument("--tracker", help="object tracker: embedded (default, no weights) | robust (blurry clips) | sam2")
     p.add_argument(
         "--oracle-masks",
         action="store_true",

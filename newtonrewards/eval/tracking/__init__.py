@@ -12,6 +12,9 @@ Frame 0 is the prompt itself: masks[0] == first_mask. Bad input (shapes, dtypes,
 Backends (a module is imported only when chosen):
     embedded  default, no weights: flow propagation of the object's motion, a colour model of object vs local
               background to re-shape the mask, appearance check, whole-frame re-detection after a loss.
+    robust    no weights, for blurred / noisy / compressed generated clips: reads object colours deeper inside the
+              outline when the first frame's edges are soft, palette and shadow models, a second pass against the
+              clip's own background (slower; slightly worse than `embedded` on sharp clips: docs/PERFORMANCE.md).
     sam2      SAM 2 video model through transformers (`model="facebook/sam2.1-hiera-tiny"` or a local folder).
 
     >>> tracker = build_tracker("embedded")
@@ -30,6 +33,7 @@ from newtonrewards.registry import build_backend
 
 _BACKENDS = {
     "embedded": "newtonrewards.eval.tracking.embedded:EmbeddedTracker",
+    "robust": "newtonrewards.eval.tracking.robust:RobustEmbeddedTracker",
     "sam2": "newtonrewards.eval.tracking.sam2:Sam2Tracker",
 }
 

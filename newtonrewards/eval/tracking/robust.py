@@ -1,7 +1,6 @@
-"""Experimental successor of the `embedded` tracker (not registered yet): blur-robust segmentation, clip background.
+"""The `robust` tracker, for blurred or compressed generated clips: blur-robust segmentation, clip background.
 
-Use: `RobustEmbeddedTracker().track(frames, first_mask)`, or
-`python benchmarks/tracking_accuracy.py ROOT --tracker newtonrewards.eval.tracking.embedded_v2:RobustEmbeddedTracker`.
+Use: `newtonrewards eval --tracker robust ...` or `build_tracker("robust")`.
 Against `embedded` (docs/PERFORMANCE.md, Tracking): much better on blurred/noisy/JPEG frames and on most clips, but
 it misses a box's side face that turns into view with the ground's colour (mini horizontal_throw-000000: ~1 px
 centroid error, 2 px with depth 2), which the default's edge-colour growth happens to capture; so not the default.
