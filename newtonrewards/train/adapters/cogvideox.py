@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from newtonrewards.errors import UserError
 from newtonrewards.train.adapters.base import Embeds, VideoAdapter
@@ -39,15 +38,15 @@ class CogVideoXAdapter(VideoAdapter):
     name = "cogvideox"
     objective = "v_prediction"
     pipeline_class = None  # CogVideoXPipeline, or the I2V pipeline for I2V checkpoints; set when loaded
+    TEMPORAL, SPATIAL, FRAME_DIM = TEMPORAL, SPATIAL, 1
+    FRAME_RULE = "CogVideoX takes 4k+1 frames (9, 17, 49; CogVideoX 1.5: 8k+5, e.g. 85)"
 
     def __init__(self, model: str = "", dtype: str = "float32", device: str | torch.device = "cpu", **options: Any):
         super().__init__(model, dtype, device, **options)
         from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline
         from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
 
-        if not model:
-            raise UserError(f"adapter {self.name}: model is empty; give a hub id or folder (THUDM/CogVideoX-2b)")
-        self._check_model(model)
+        self._require_model(model, "THUDM/CogVideoX-2b")
         self.transformer = CogVideoXTransformer3DModel.from_pretrained(model, subfolder="transformer",
                                                                        torch_dtype=self.dtype)  # fmt: skip
         self.vae = AutoencoderKLCogVideoX.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
@@ -61,42 +60,10 @@ class CogVideoXAdapter(VideoAdapter):
         self.pipeline_class = CogVideoXImageToVideoPipeline if self.i2v else CogVideoXPipeline
         self.text_encoder = self.tokenizer = None
         self.max_sequence_length = int(options.get("max_sequence_length", 226))
-        self.vae.requires_grad_(False).eval()
-        if options.get("gradient_checkpointing"):
-            self.transformer.enable_gradient_checkpointing()
-        if options.get("vae_tiling"):
-            self.vae.enable_tiling()
-        self.checkpoint_decode = bool(options.get("checkpoint_decode", False))
+        self._apply_options()
         self.to(self.device)
 
-    def _check_model(self, model: str) -> None:
-        path = Path(model)
-        if (path.is_absolute() or model.startswith(".")) and not path.is_dir():
-            raise UserError(f"adapter {self.name}: model folder {model} does not exist")
-
-    # -- 1. shapes ----------------------------------------------------------------------------------------------
-    @classmethod
-    def check_shape(cls, num_frames: int, height: int, width: int) -> None:
-        if num_frames < 1 or (num_frames - 1) % TEMPORAL:
-            raise UserError(f"adapter {cls.name}: num_frames={num_frames}, but CogVideoX takes 4k+1 frames "
-                            "(9, 17, 49; CogVideoX 1.5: 8k+5, e.g. 85)")  # fmt: skip
-        for side, value in (("height", height), ("width", width)):
-            if value <= 0 or value % SPATIAL:
-                raise UserError(f"adapter {cls.name}: {side}={value} must be a positive multiple of {SPATIAL}")
-
-    @classmethod
-    def latent_frames(cls, num_frames: int) -> int:
-        return (num_frames - 1) // TEMPORAL + 1
-
-    @classmethod
-    def cond_latent_frames(cls, k: int) -> int:
-        return 0 if k <= 0 else 1 + (k - 1) // TEMPORAL
-
-    @classmethod
-    def cond_pixel_frames(cls, k: int) -> int:
-        n = cls.cond_latent_frames(k)
-        return 0 if n == 0 else 1 + TEMPORAL * (n - 1)
-
+    # -- 1. shapes (VideoAdapter's causal-VAE rules with TEMPORAL, SPATIAL) -------------------------------------
     def _check_latents(self, latents: torch.Tensor) -> None:
         """What this checkpoint adds to `check_shape`: CogVideoX 1.5 patches latent frames in pairs (patch_size_t; the
         pipeline would pad, the adapter refuses); learned positional embeddings (5b-I2V) fix the clip size."""
@@ -114,16 +81,7 @@ class CogVideoXAdapter(VideoAdapter):
                             f"{cfg.sample_frames} frames of {cfg.sample_height * scale}x{cfg.sample_width * scale} "
                             f"(height x width), not {1 + TEMPORAL * (frames - 1)} of {height * scale}x{width * scale}")
 
-    # -- 2. text ------------------------------------------------------------------------------------------------
-    def _load_text_encoder(self) -> None:
-        from transformers import AutoTokenizer, T5EncoderModel
-
-        if self.text_encoder is None:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model, subfolder="tokenizer")
-            self.text_encoder = T5EncoderModel.from_pretrained(self.model, subfolder="text_encoder",
-                                                               torch_dtype=self.dtype)  # fmt: skip
-            self.text_encoder.requires_grad_(False).eval().to(self.device)
-
+    # -- 2. text (T5) -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Embeds:
         self._load_text_encoder()
@@ -132,15 +90,10 @@ class CogVideoXAdapter(VideoAdapter):
         )
         return {"prompt_embeds": embeds.float().cpu()}
 
-    def free_text_encoder(self) -> None:
-        self.text_encoder = self.tokenizer = None
-
     # -- 3. VAE -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        self.check_shape(video.shape[1], video.shape[3], video.shape[4])
-        x = (video.to(self.device, torch.float32) * 2 - 1).permute(0, 2, 1, 3, 4)  # [B, 3, T, H, W] in [-1, 1]
-        mu = self.vae.encode(x).latent_dist.mode()
+        mu = self._encode_mode(video)
         return mu.permute(0, 2, 1, 3, 4) * self.vae.config.scaling_factor  # [B, T', C, H', W']
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -149,18 +102,7 @@ class CogVideoXAdapter(VideoAdapter):
             x = self.vae.decode(z, return_dict=False)[0]  # [B, 3, T, H, W] in [-1, 1]
             return ((x.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1)
 
-        z = latents.to(self.device, torch.float32)
-        if self.checkpoint_decode and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint
-
-            return checkpoint(decode, z, use_reentrant=False)
-        return decode(z)
-
-    def keep_cond(self, latents: torch.Tensor, cond_latents: torch.Tensor | None) -> torch.Tensor:
-        if cond_latents is None or cond_latents.shape[1] == 0:
-            return latents
-        n = cond_latents.shape[1]
-        return torch.cat([cond_latents.to(latents.dtype), latents[:, n:]], dim=1)
+        return self._decode_with(decode, latents)
 
     def image_latents(self, latents: torch.Tensor, cond_latents: torch.Tensor | None) -> torch.Tensor | None:
         """I2V checkpoints: the channel-concatenated input of CogVideoXImageToVideoPipeline, i.e. the first clean
@@ -221,8 +163,7 @@ class CogVideoXAdapter(VideoAdapter):
         return randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
 
     def sample(self, embeds, noise, cond_latents=None, num_steps=4, guidance=1.0, negative_embeds=None, grad_last_k=0):
-        if guidance > 1 and negative_embeds is None:
-            raise ValueError("sample: guidance > 1 needs negative_embeds")
+        self._check_guidance(guidance, negative_embeds)
         self._check_latents(noise)
         scheduler = copy.deepcopy(self.scheduler)
         scheduler.set_timesteps(num_steps, device=self.device)
@@ -235,46 +176,19 @@ class CogVideoXAdapter(VideoAdapter):
             image = torch.cat([image] * 2)
         rotary = self._rotary(latents)
         for i, t in enumerate(scheduler.timesteps):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and i >= num_steps - grad_last_k):
+            with self._grad_window(i, num_steps, grad_last_k):
                 x = torch.cat([latents] * 2) if guidance > 1 else latents
                 pred = self._predict(x, text, t.expand(x.shape[0]), image, rotary)
                 if guidance > 1:
-                    pred_u, pred_c = pred.chunk(2)
-                    pred = pred_u + guidance * (pred_c - pred_u)
+                    pred = self._guide(*pred.chunk(2), guidance)
                 latents = scheduler.step(pred, t, latents, return_dict=False)[0].to(self.dtype)
                 latents = self.keep_cond(latents, cond_latents)
         return latents
 
-    # -- 6. modules, pipeline, export ---------------------------------------------------------------------------
-    def trainable_module(self) -> nn.Module:
-        return self.transformer
-
-    def frozen_modules(self) -> list[nn.Module]:
-        return [m for m in (self.vae, self.text_encoder) if m is not None]
-
+    # -- 6. pipeline (modules, inputs, export: VideoAdapter's) --------------------------------------------------
     def pipeline(self):
         return self.pipeline_class(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
                                    transformer=self.transformer, scheduler=copy.deepcopy(self.scheduler))  # fmt: skip
-
-    def pipeline_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """`latents` as the plain pipeline's `latents=` takes them (the same layout)."""
-        return latents
-
-    def pipeline_inputs(self, embeds, negative_embeds=None):
-        out = {"prompt_embeds": embeds["prompt_embeds"].to(self.device, self.dtype)}
-        if negative_embeds is not None:
-            out["negative_prompt_embeds"] = negative_embeds["prompt_embeds"].to(self.device, self.dtype)
-        return out
-
-    def export(self, path, lora):
-        from newtonrewards.train.lora import export_lora, export_transformer
-
-        path = Path(path)
-        if lora:
-            export_lora(self, path)
-        else:
-            export_transformer(self, path)
-        return path
 
 
 # -- tiny-cogvideox: small random weights, saved and loaded back through from_pretrained -----------------------------

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from newtonrewards.errors import UserError
 from newtonrewards.train.adapters.base import Embeds, VideoAdapter
@@ -40,6 +39,8 @@ class LTXAdapter(VideoAdapter):
     name = "ltx"
     objective = "flow_matching"
     pipeline_class = None  # LTXPipeline, set on first use (keeps diffusers out of the import of this module)
+    TEMPORAL, SPATIAL = TEMPORAL, SPATIAL
+    FRAME_RULE = "LTX-Video takes 8k+1 frames (9, 17, 25, 49, 97, 121, 161)"
 
     def __init__(self, model: str = "", dtype: str = "float32", device: str | torch.device = "cpu", **options: Any):
         super().__init__(model, dtype, device, **options)
@@ -47,9 +48,7 @@ class LTXAdapter(VideoAdapter):
         from diffusers import LTXVideoTransformer3DModel
 
         type(self).pipeline_class = LTXPipeline
-        if not model:
-            raise UserError(f"adapter {self.name}: model is empty; give a hub id or folder (Lightricks/LTX-Video)")
-        self._check_model(model)
+        self._require_model(model, "Lightricks/LTX-Video")
         self.transformer = LTXVideoTransformer3DModel.from_pretrained(model, subfolder="transformer",
                                                                       torch_dtype=self.dtype)  # fmt: skip
         self.vae = AutoencoderKLLTXVideo.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
@@ -63,52 +62,10 @@ class LTXAdapter(VideoAdapter):
         self.frame_rate = float(options.get("frame_rate", 25))
         self.decode_timestep = float(options.get("decode_timestep", 0.0))
         self.native_cond = bool(options.get("native_cond", False))
-        self.vae.requires_grad_(False).eval()
-        if options.get("gradient_checkpointing"):
-            self.transformer.enable_gradient_checkpointing()
-        if options.get("vae_tiling"):
-            self.vae.enable_tiling()
-        self.checkpoint_decode = bool(options.get("checkpoint_decode", False))
+        self._apply_options()
         self.to(self.device)
 
-    def _check_model(self, model: str) -> None:
-        path = Path(model)
-        if (path.is_absolute() or model.startswith(".")) and not path.is_dir():
-            raise UserError(f"adapter {self.name}: model folder {model} does not exist")
-
-    # -- 1. shapes ----------------------------------------------------------------------------------------------
-    @classmethod
-    def check_shape(cls, num_frames: int, height: int, width: int) -> None:
-        if num_frames < 1 or (num_frames - 1) % TEMPORAL:
-            raise UserError(f"adapter {cls.name}: num_frames={num_frames}, but LTX-Video takes 8k+1 frames "
-                            "(9, 17, 25, 49, 97, 121, 161)")  # fmt: skip
-        for side, value in (("height", height), ("width", width)):
-            if value <= 0 or value % SPATIAL:
-                raise UserError(f"adapter {cls.name}: {side}={value} must be a positive multiple of {SPATIAL}")
-
-    @classmethod
-    def latent_frames(cls, num_frames: int) -> int:
-        return (num_frames - 1) // TEMPORAL + 1
-
-    @classmethod
-    def cond_latent_frames(cls, k: int) -> int:
-        return 0 if k <= 0 else 1 + (k - 1) // TEMPORAL
-
-    @classmethod
-    def cond_pixel_frames(cls, k: int) -> int:
-        n = cls.cond_latent_frames(k)
-        return 0 if n == 0 else 1 + TEMPORAL * (n - 1)
-
-    # -- 2. text ------------------------------------------------------------------------------------------------
-    def _load_text_encoder(self) -> None:
-        from transformers import AutoTokenizer, T5EncoderModel
-
-        if self.text_encoder is None:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model, subfolder="tokenizer")
-            self.text_encoder = T5EncoderModel.from_pretrained(self.model, subfolder="text_encoder",
-                                                               torch_dtype=self.dtype)  # fmt: skip
-            self.text_encoder.requires_grad_(False).eval().to(self.device)
-
+    # -- 1. shapes: VideoAdapter's causal-VAE rules (TEMPORAL, SPATIAL); 2. text (T5) ---------------------------
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Embeds:
         self._load_text_encoder()
@@ -116,9 +73,6 @@ class LTXAdapter(VideoAdapter):
             prompts, max_sequence_length=self.max_sequence_length, device=self.device
         )
         return {"prompt_embeds": embeds.float().cpu(), "prompt_attention_mask": mask.long().cpu()}
-
-    def free_text_encoder(self) -> None:
-        self.text_encoder = self.tokenizer = None
 
     # -- 3. VAE -------------------------------------------------------------------------------------------------
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -128,9 +82,7 @@ class LTXAdapter(VideoAdapter):
 
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        self.check_shape(video.shape[1], video.shape[3], video.shape[4])
-        x = (video.to(self.device, torch.float32) * 2 - 1).permute(0, 2, 1, 3, 4)  # [B, 3, T, H, W] in [-1, 1]
-        mu = self.vae.encode(x).latent_dist.mode()
+        mu = self._encode_mode(video)
         mean, std, scale = self._stats(mu)
         return (mu - mean) * scale / std
 
@@ -143,12 +95,7 @@ class LTXAdapter(VideoAdapter):
             x = self.vae.decode(z * std / scale + mean, temb, return_dict=False)[0]  # [B, 3, T, H, W] in [-1, 1]
             return ((x.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1)
 
-        z = latents.to(self.device, torch.float32)
-        if self.checkpoint_decode and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint
-
-            return checkpoint(decode, z, use_reentrant=False)
-        return decode(z)
+        return self._decode_with(decode, latents)
 
     def _pack(self, latents: torch.Tensor) -> torch.Tensor:
         """[B, C, T', H', W'] -> the transformer's tokens [B, T'*H'*W' / patches, C * patches], frame-major."""
@@ -168,13 +115,11 @@ class LTXAdapter(VideoAdapter):
         return self._pack(latents)
 
     def keep_cond(self, latents: torch.Tensor, cond_latents: torch.Tensor | None) -> torch.Tensor:
-        if cond_latents is None or cond_latents.shape[2] == 0:
-            return latents
-        if latents.dim() == 3:  # the plain pipeline's packed tokens (its callback): frame-major, so a prefix
+        if latents.dim() == 3 and cond_latents is not None and cond_latents.shape[2]:
+            # the plain pipeline's packed tokens (its callback): frame-major, so a prefix
             tokens = self._pack(cond_latents).to(latents)
             return torch.cat([tokens, latents[:, tokens.shape[1] :]], dim=1)
-        n = cond_latents.shape[2]
-        return torch.cat([cond_latents.to(latents.dtype), latents[:, :, n:]], dim=2)
+        return super().keep_cond(latents, cond_latents)
 
     # -- 4. objective -------------------------------------------------------------------------------------------
     def _mu(self, seq_len: int) -> float:
@@ -252,8 +197,7 @@ class LTXAdapter(VideoAdapter):
         return scheduler
 
     def sample(self, embeds, noise, cond_latents=None, num_steps=4, guidance=1.0, negative_embeds=None, grad_last_k=0):
-        if guidance > 1 and negative_embeds is None:
-            raise ValueError("sample: guidance > 1 needs negative_embeds")
+        self._check_guidance(guidance, negative_embeds)
         _, _, f, h, w = noise.shape
         scheduler = self._schedule(num_steps, f * h * w)
         num_cond = 0 if cond_latents is None else cond_latents.shape[2]
@@ -263,23 +207,16 @@ class LTXAdapter(VideoAdapter):
             text, mask = torch.cat([neg_text, text]), torch.cat([neg_mask, mask])
         latents = self.keep_cond(noise.to(self.device, torch.float32), cond_latents)
         for i, t in enumerate(scheduler.timesteps):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and i >= num_steps - grad_last_k):
+            with self._grad_window(i, num_steps, grad_last_k):
                 x = torch.cat([latents] * 2) if guidance > 1 else latents
                 pred = self._velocity(x, text, mask, t.expand(x.shape[0]), num_cond)
                 if guidance > 1:
-                    pred_u, pred_c = pred.chunk(2)
-                    pred = pred_u + guidance * (pred_c - pred_u)
+                    pred = self._guide(*pred.chunk(2), guidance)
                 latents = scheduler.step(pred, t, latents, return_dict=False)[0]
                 latents = self.keep_cond(latents, cond_latents)
         return latents
 
-    # -- 6. modules, pipeline, export ---------------------------------------------------------------------------
-    def trainable_module(self) -> nn.Module:
-        return self.transformer
-
-    def frozen_modules(self) -> list[nn.Module]:
-        return [m for m in (self.vae, self.text_encoder) if m is not None]
-
+    # -- 6. pipeline (modules, export: VideoAdapter's) ----------------------------------------------------------
     def pipeline(self):
         from diffusers import LTXPipeline
 
@@ -293,16 +230,6 @@ class LTXAdapter(VideoAdapter):
         if negative_embeds is not None:
             out["negative_prompt_embeds"], out["negative_prompt_attention_mask"] = self._text(negative_embeds)
         return out
-
-    def export(self, path, lora):
-        from newtonrewards.train.lora import export_lora, export_transformer
-
-        path = Path(path)
-        if lora:
-            export_lora(self, path)
-        else:
-            export_transformer(self, path)
-        return path
 
 
 # -- tiny-ltx: small random weights, saved and loaded back through from_pretrained -----------------------------------
