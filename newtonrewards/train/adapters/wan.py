@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from newtonrewards.errors import UserError
-from newtonrewards.train.adapters.base import Embeds, VideoAdapter
+from newtonrewards.train.adapters.base import Embeds, VideoAdapter, check_sides
 
 TEMPORAL = 4  # Wan's causal VAE: latent frame 0 <- pixel frame 0, latent frame j <- pixel frames 4j-3 .. 4j
 CHUNK = 4  # Wan's VAE encodes pixel frame 0, then chunks of 4 frames: clips and conditioning prefixes are 4k+1 frames
@@ -48,6 +47,7 @@ class WanAdapter(VideoAdapter):
     pipeline_class = None  # WanPipeline, set on first use (keeps diffusers out of the import of this module)
     temporal = TEMPORAL  # VAE compression in time; an adapter instance holds its VAE's (shape_rule)
     spatial_multiple = 16  # VAE x8, patch x2; an adapter instance holds its VAE's x transformer patch
+    text_encoder_class = "UMT5EncoderModel"
 
     def __init__(self, model: str = "", dtype: str = "float32", device: str | torch.device = "cpu", **options: Any):
         super().__init__(model, dtype, device, **options)
@@ -55,9 +55,7 @@ class WanAdapter(VideoAdapter):
 
         type(self).pipeline_class = WanPipeline
 
-        if not model:
-            raise UserError("adapter wan: model is empty; give a hub id or folder (Wan-AI/Wan2.1-T2V-1.3B-Diffusers)")
-        self._check_model(model)
+        self._require_model(model, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
         self.transformer = WanTransformer3DModel.from_pretrained(model, subfolder="transformer", torch_dtype=self.dtype)
         self.vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
         index = self._model_index()
@@ -69,13 +67,7 @@ class WanAdapter(VideoAdapter):
         self.text_encoder = self.tokenizer = None
         self.max_sequence_length = int(options.get("max_sequence_length", 512))
         self._read_compression()
-        for m in (self.vae,):
-            m.requires_grad_(False).eval()
-        if options.get("gradient_checkpointing"):
-            self.transformer.enable_gradient_checkpointing()
-        if options.get("vae_tiling"):
-            self.vae.enable_tiling()
-        self.checkpoint_decode = bool(options.get("checkpoint_decode", False))
+        self._apply_options()
         self.to(self.device)
 
     @classmethod
@@ -103,11 +95,6 @@ class WanAdapter(VideoAdapter):
         self.temporal = int(self.vae.config.scale_factor_temporal or TEMPORAL)
         self.spatial_multiple = self.vae_scale * self.transformer.config.patch_size[1]
 
-    def _check_model(self, model: str) -> None:
-        path = Path(model)
-        if (path.is_absolute() or model.startswith(".")) and not path.is_dir():
-            raise UserError(f"adapter {self.name}: model folder {model} does not exist")
-
     def _model_index(self) -> dict:
         path = Path(self.model) / "model_index.json"
         if path.exists():
@@ -124,9 +111,7 @@ class WanAdapter(VideoAdapter):
     def check_shape(self, num_frames: int, height: int, width: int) -> None:
         if num_frames < 1 or (num_frames - 1) % CHUNK:
             raise UserError(f"adapter {self.name}: num_frames={num_frames}, but Wan takes 4k+1 frames (5, 9, 17, 33, 81)")
-        for side, value in (("height", height), ("width", width)):
-            if value <= 0 or value % self.spatial_multiple:
-                raise UserError(f"adapter {self.name}: {side}={value} must be a positive multiple of {self.spatial_multiple}")
+        check_sides(self.name, height, width, self.spatial_multiple)
 
     @shape_rule
     def latent_frames(self, num_frames: int) -> int:
@@ -140,15 +125,7 @@ class WanAdapter(VideoAdapter):
     def cond_pixel_frames(self, k: int) -> int:
         return 0 if k <= 0 else 1 + CHUNK * ((k - 1) // CHUNK)  # the encoder takes frame 0, then chunks of 4
 
-    # -- 2. text ------------------------------------------------------------------------------------------------
-    def _load_text_encoder(self) -> None:
-        from transformers import AutoTokenizer, UMT5EncoderModel
-
-        if self.text_encoder is None:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model, subfolder="tokenizer")
-            self.text_encoder = UMT5EncoderModel.from_pretrained(self.model, subfolder="text_encoder", torch_dtype=self.dtype)
-            self.text_encoder.requires_grad_(False).eval().to(self.device)
-
+    # -- 2. text (UMT5) -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Embeds:
         from diffusers import WanPipeline
@@ -157,9 +134,6 @@ class WanAdapter(VideoAdapter):
         pipe = WanPipeline(self.tokenizer, self.text_encoder, self.vae, copy.deepcopy(self.scheduler), self.transformer)
         embeds = pipe._get_t5_prompt_embeds(prompts, max_sequence_length=self.max_sequence_length, device=self.device)
         return {"prompt_embeds": embeds.float().cpu()}
-
-    def free_text_encoder(self) -> None:
-        self.text_encoder = self.tokenizer = None
 
     # -- 3. VAE -------------------------------------------------------------------------------------------------
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,9 +144,7 @@ class WanAdapter(VideoAdapter):
 
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        self.check_shape(video.shape[1], video.shape[3], video.shape[4])
-        x = (video.to(self.device, torch.float32) * 2 - 1).permute(0, 2, 1, 3, 4)  # [B, 3, T, H, W] in [-1, 1]
-        mu = self.vae.encode(x).latent_dist.mode()
+        mu = self._encode_mode(video)
         mean, std = self._stats(mu)
         return (mu - mean) / std
 
@@ -182,18 +154,7 @@ class WanAdapter(VideoAdapter):
             x = self.vae.decode(z * std + mean, return_dict=False)[0]  # [B, 3, T, H, W] in [-1, 1]
             return ((x.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1)
 
-        z = latents.to(self.device, torch.float32)
-        if self.checkpoint_decode and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint
-
-            return checkpoint(decode, z, use_reentrant=False)
-        return decode(z)
-
-    def keep_cond(self, latents: torch.Tensor, cond_latents: torch.Tensor | None) -> torch.Tensor:
-        if cond_latents is None or cond_latents.shape[2] == 0:
-            return latents
-        n = cond_latents.shape[2]
-        return torch.cat([cond_latents.to(latents.dtype), latents[:, :, n:]], dim=2)
+        return self._decode_with(decode, latents)
 
     # -- 4. objective -------------------------------------------------------------------------------------------
     def _shift(self) -> float:
@@ -239,8 +200,7 @@ class WanAdapter(VideoAdapter):
         return randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
 
     def sample(self, embeds, noise, cond_latents=None, num_steps=4, guidance=1.0, negative_embeds=None, grad_last_k=0):
-        if guidance > 1 and negative_embeds is None:
-            raise ValueError("sample: guidance > 1 needs negative_embeds")
+        self._check_guidance(guidance, negative_embeds)
         scheduler = copy.deepcopy(self.scheduler)
         scheduler.set_timesteps(num_steps, device=self.device)
         scheduler.set_begin_index(0)
@@ -249,45 +209,23 @@ class WanAdapter(VideoAdapter):
         uncond = negative_embeds["prompt_embeds"].to(self.device, self.dtype) if guidance > 1 else None
         latents = self.keep_cond(noise.to(self.device, torch.float32), cond_latents)
         for i, t in enumerate(scheduler.timesteps):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and i >= num_steps - grad_last_k):
+            with self._grad_window(i, num_steps, grad_last_k):
                 x = latents.to(self.dtype)
                 timestep = self._timestep(t, latents, num_cond)
                 pred = self.denoiser(hidden_states=x, timestep=timestep, encoder_hidden_states=cond, return_dict=False)[0]
                 if uncond is not None:
                     pred_u = self.denoiser(hidden_states=x, timestep=timestep, encoder_hidden_states=uncond, return_dict=False)[0]
-                    pred = pred_u + guidance * (pred - pred_u)
+                    pred = self._guide(pred_u, pred, guidance)
                 latents = scheduler.step(pred, t, latents, return_dict=False)[0]
                 latents = self.keep_cond(latents, cond_latents)
         return latents
 
-    # -- 6. modules, pipeline, export ---------------------------------------------------------------------------
-    def trainable_module(self) -> nn.Module:
-        return self.transformer
-
-    def frozen_modules(self) -> list[nn.Module]:
-        return [m for m in (self.vae, self.text_encoder) if m is not None]
-
+    # -- 6. pipeline (modules, inputs, export: VideoAdapter's) --------------------------------------------------
     def pipeline(self):
         from diffusers import WanPipeline
 
         return WanPipeline(self.tokenizer, self.text_encoder, self.vae, copy.deepcopy(self.scheduler), self.transformer,
                            expand_timesteps=self.expand_timesteps)  # fmt: skip
-
-    def pipeline_inputs(self, embeds, negative_embeds=None):
-        out = {"prompt_embeds": embeds["prompt_embeds"].to(self.device, self.dtype)}
-        if negative_embeds is not None:
-            out["negative_prompt_embeds"] = negative_embeds["prompt_embeds"].to(self.device, self.dtype)
-        return out
-
-    def export(self, path, lora):
-        from newtonrewards.train.lora import export_lora, export_transformer
-
-        path = Path(path)
-        if lora:
-            export_lora(self, path)
-        else:
-            export_transformer(self, path)
-        return path
 
 
 # -- tiny-wan: small random weights, saved and loaded back through from_pretrained -----------------------------------
