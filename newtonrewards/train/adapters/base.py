@@ -272,3 +272,12 @@ def check_sides(name: str, height: int, width: int, multiple: int) -> None:
     for side, value in (("height", height), ("width", width)):
         if value <= 0 or value % multiple:
             raise UserError(f"adapter {name}: {side}={value} must be a positive multiple of {multiple}")
+
+
+def tiny_folder(model: str, default: str, build: Callable[[Path], Any]) -> str:
+    """The folder of a tiny test model: `model`, or ~/.cache/newtonrewards/`default` when empty; `build(folder)`
+    writes the pipeline there first when it holds none (no model_index.json)."""
+    folder = Path(model) if model else Path.home() / ".cache" / "newtonrewards" / default
+    if not (folder / "model_index.json").exists():
+        build(folder)
+    return str(folder)

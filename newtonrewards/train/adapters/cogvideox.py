@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from newtonrewards.errors import UserError
-from newtonrewards.train.adapters.base import Embeds, VideoAdapter
+from newtonrewards.train.adapters.base import Embeds, VideoAdapter, tiny_folder
 
 TEMPORAL = 4  # causal VAE: latent frame 0 <- pixel frame 0, latent frame j <- pixel frames 4j-3 .. 4j
 SPATIAL = 16  # VAE x8, transformer patch 2
@@ -236,11 +236,9 @@ class TinyCogVideoXAdapter(CogVideoXAdapter):
         seed = int(options.pop("seed", 0))
         i2v, v15 = bool(options.pop("i2v", False)), bool(options.pop("v15", False))
         default = f"tiny-cogvideox{'-1.5' if v15 else ''}{'-i2v' if i2v else ''}-{seed}"
-        folder = Path(model) if model else Path.home() / ".cache" / "newtonrewards" / default
-        if not (folder / "model_index.json").exists():
-            build_tiny_cogvideox(folder, seed=seed, i2v=i2v, v15=v15)
+        folder = tiny_folder(model, default, lambda path: build_tiny_cogvideox(path, seed=seed, i2v=i2v, v15=v15))
         options.setdefault("max_sequence_length", 32)
-        super().__init__(str(folder), dtype, device, **options)
+        super().__init__(folder, dtype, device, **options)
 
     def _check_model(self, model: str) -> None:
         pass

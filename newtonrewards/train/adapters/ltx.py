@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from newtonrewards.errors import UserError
-from newtonrewards.train.adapters.base import Embeds, VideoAdapter
+from newtonrewards.train.adapters.base import Embeds, VideoAdapter, tiny_folder
 
 SPATIAL = 32  # LTX-Video's VAE: x32 in space (patch 4, three x2 stages), transformer patch 1
 TEMPORAL = 8  # causal in time: latent frame 0 <- pixel frame 0, latent frame j <- pixel frames 8j-7 .. 8j
@@ -269,11 +269,9 @@ class TinyLTXAdapter(LTXAdapter):
 
     def __init__(self, model: str = "", dtype: str = "float32", device: str | torch.device = "cpu", **options: Any):
         seed = int(options.pop("seed", 0))
-        folder = Path(model) if model else Path.home() / ".cache" / "newtonrewards" / f"tiny-ltx-{seed}"
-        if not (folder / "model_index.json").exists():
-            build_tiny_ltx(folder, seed=seed)
+        folder = tiny_folder(model, f"tiny-ltx-{seed}", lambda path: build_tiny_ltx(path, seed=seed))
         options.setdefault("max_sequence_length", 32)
-        super().__init__(str(folder), dtype, device, **options)
+        super().__init__(folder, dtype, device, **options)
 
     def _check_model(self, model: str) -> None:
         pass

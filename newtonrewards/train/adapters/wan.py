@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from newtonrewards.errors import UserError
-from newtonrewards.train.adapters.base import Embeds, VideoAdapter, check_sides
+from newtonrewards.train.adapters.base import Embeds, VideoAdapter, check_sides, tiny_folder
 
 TEMPORAL = 4  # Wan's causal VAE: latent frame 0 <- pixel frame 0, latent frame j <- pixel frames 4j-3 .. 4j
 CHUNK = 4  # Wan's VAE encodes pixel frame 0, then chunks of 4 frames: clips and conditioning prefixes are 4k+1 frames
@@ -327,11 +327,9 @@ class TinyWanAdapter(WanAdapter):
 
     def __init__(self, model: str = "", dtype: str = "float32", device: str | torch.device = "cpu", **options: Any):
         seed = int(options.pop("seed", 0))
-        folder = Path(model) if model else Path.home() / ".cache" / "newtonrewards" / f"tiny-wan-{seed}"
-        if not (folder / "model_index.json").exists():
-            build_tiny_wan(folder, seed=seed)
+        folder = tiny_folder(model, f"tiny-wan-{seed}", lambda path: build_tiny_wan(path, seed=seed))
         options.setdefault("max_sequence_length", 32)
-        super().__init__(str(folder), dtype, device, **options)
+        super().__init__(folder, dtype, device, **options)
 
     def _check_model(self, model: str) -> None:
         pass
