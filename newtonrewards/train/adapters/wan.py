@@ -5,7 +5,14 @@ text_encoder/, tokenizer/); the UMT5 text encoder loads only when a prompt misse
 rectified flow matching (x_t = (1 - s) x_0 + s eps, target eps - x_0) with the scheduler's shift; sampling calls the
 pipeline's own scheduler step by step, so `WanPipeline` reproduces it (`latents=` + `reimpose_callback`).
 Wan 2.2 TI2V (`expand_timesteps`) gets per-token timesteps with 0 on the clean conditioning frames, as its image-to-
-video pipeline does. Not covered: the two-expert Wan 2.2 A14B (`transformer_2`) and the CLIP-conditioned Wan 2.1 I2V.
+video pipeline does. Image-to-video checkpoints (transformer in_channels = 2 x latent channels + the VAE's temporal
+factor, e.g. Wan 2.1 I2V's 36 = 16 noise + 4 mask + 16 image) get their native conditioning, built as
+`WanImageToVideoPipeline.prepare_latents` builds it: the VAE mode of [first frame, grey frames...] concatenated on
+channels after a mask that is 1 on latent frame 0; models with `image_dim` (Wan 2.1 I2V) also get the CLIP vision
+embedding of that frame (`encoder_hidden_states_image`). The contract hands adapters latents, not pixels, so the first
+frame is the VAE reconstruction of the clean latent frame 0, quantised to 8 bits as an image file is; the CLIP
+embedding and the condition are computed per batch (they depend on the image; one frame decode, one clip encode, one
+CLIP forward, no gradient). Not covered: the two-expert Wan 2.2 A14B (`transformer_2`).
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ class WanAdapter(VideoAdapter):
         self.text_encoder = self.tokenizer = None
         self.max_sequence_length = int(options.get("max_sequence_length", 512))
         self._read_compression()
+        self._load_image_conditioning()
         self._apply_options()
         self.to(self.device)
 
@@ -83,6 +91,7 @@ class WanAdapter(VideoAdapter):
         self.expand_timesteps, self.text_encoder, self.tokenizer = False, None, None
         self.max_sequence_length = int(options.get("max_sequence_length", 512))
         self._read_compression()
+        self.i2v, self.image_encoder, self.image_processor = False, None, None
         vae.requires_grad_(False).eval()
         if options.get("gradient_checkpointing"):
             transformer.enable_gradient_checkpointing()
@@ -94,6 +103,29 @@ class WanAdapter(VideoAdapter):
         self.vae_scale = int(self.vae.config.scale_factor_spatial or 8)
         self.temporal = int(self.vae.config.scale_factor_temporal or TEMPORAL)
         self.spatial_multiple = self.vae_scale * self.transformer.config.patch_size[1]
+
+    def _load_image_conditioning(self) -> None:
+        """Detect an image-to-video transformer (channel-concatenated condition) and load what it needs: the CLIP
+        vision encoder and its image processor for models with `image_dim` (Wan 2.1 I2V); the pipeline becomes
+        WanImageToVideoPipeline."""
+        cfg = self.transformer.config
+        self.i2v = cfg.in_channels == 2 * self.vae.config.z_dim + self.temporal
+        self.image_encoder = self.image_processor = None
+        if not self.i2v:
+            return
+        from diffusers import WanImageToVideoPipeline
+
+        self.pipeline_class = WanImageToVideoPipeline
+        if cfg.image_dim is not None:
+            from transformers import CLIPImageProcessor, CLIPVisionModel
+
+            self.image_processor = CLIPImageProcessor.from_pretrained(self.model, subfolder="image_processor")
+            self.image_encoder = CLIPVisionModel.from_pretrained(self.model, subfolder="image_encoder",
+                                                                 torch_dtype=self.dtype)  # fmt: skip
+            self.image_encoder.requires_grad_(False).eval()
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.vae, self.text_encoder, getattr(self, "image_encoder", None)) if m is not None]
 
     def _model_index(self) -> dict:
         path = Path(self.model) / "model_index.json"
@@ -156,6 +188,39 @@ class WanAdapter(VideoAdapter):
 
         return self._decode_with(decode, latents)
 
+    @torch.no_grad()
+    def image_condition(self, latents: torch.Tensor, num_cond: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """I2V models: (the channel condition [B, temporal + C, T', H', W'], the CLIP embedding or None) of the first
+        clean latent frame of `latents`, as WanImageToVideoPipeline builds them from that frame as an 8-bit image;
+        (None, None) for text-to-video models."""
+        if not self.i2v:
+            return None, None
+        if num_cond < 1:
+            raise UserError(f"adapter {self.name}: {self.model} is an image-to-video Wan; it needs first-frame "
+                            "conditioning (conditioning.mode first_frame), not text only")  # fmt: skip
+        b, _, f, h, w = latents.shape
+        image = (self.decode_latents(latents[:, :, :1].float())[:, 0] * 255).round().to(torch.uint8)  # [B, 3, H, W]
+        pixels = image.float() / 255 * 2 - 1
+        video = torch.cat([pixels[:, :, None], pixels.new_zeros(b, 3, 1 + self.temporal * (f - 1) - 1,
+                                                                *pixels.shape[2:])], dim=2)  # fmt: skip
+        mean, std = self._stats(latents.float())
+        condition = (self.vae.encode(video).latent_dist.mode() - mean) / std
+        mask = torch.zeros(b, self.temporal, f, h, w, device=latents.device)
+        mask[:, :, 0] = 1
+        embeds = None
+        if self.image_encoder is not None:
+            inputs = self.image_processor(images=image.cpu(), return_tensors="pt").to(self.device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+            embeds = self.image_encoder(**inputs, output_hidden_states=True).hidden_states[-2]
+        return torch.cat([mask, condition.float()], dim=1), embeds
+
+    def _predict(self, latents, timestep, text, condition, image_embeds) -> torch.Tensor:
+        """The denoiser's output at `latents` (float32 in, model dtype out), with the I2V condition when given."""
+        x = latents if condition is None else torch.cat([latents, condition.to(latents)], dim=1)
+        image = None if image_embeds is None else image_embeds.to(self.dtype)
+        return self.denoiser(hidden_states=x.to(self.dtype), timestep=timestep, encoder_hidden_states=text,
+                             encoder_hidden_states_image=image, return_dict=False)[0]  # fmt: skip
+
     # -- 4. objective -------------------------------------------------------------------------------------------
     def _shift(self) -> float:
         cfg = self.scheduler.config
@@ -181,12 +246,8 @@ class WanAdapter(VideoAdapter):
         s = sigma.view(b, 1, 1, 1, 1)
         noisy = self.keep_cond((1 - s) * x0 + s * noise, x0[:, :, :num_cond] if num_cond else None)
         timestep = self._timestep(sigma * self.scheduler.config.num_train_timesteps, x0, num_cond)
-        pred = self.denoiser(
-            hidden_states=noisy.to(self.dtype),
-            timestep=timestep,
-            encoder_hidden_states=embeds["prompt_embeds"].to(self.device, self.dtype),
-            return_dict=False,
-        )[0].float()
+        text = embeds["prompt_embeds"].to(self.device, self.dtype)
+        pred = self._predict(noisy, timestep, text, *self.image_condition(x0, num_cond)).float()
         err = (pred - (noise - x0)) ** 2
         return err[:, :, num_cond:].mean(dim=(1, 2, 3, 4))
 
@@ -195,7 +256,8 @@ class WanAdapter(VideoAdapter):
         from diffusers.utils.torch_utils import randn_tensor
 
         self.check_shape(num_frames, height, width)
-        shape = (batch, self.transformer.config.in_channels, self.latent_frames(num_frames),
+        channels = self.vae.config.z_dim if self.i2v else self.transformer.config.in_channels  # as each pipeline
+        shape = (batch, channels, self.latent_frames(num_frames),
                  height // self.vae_scale, width // self.vae_scale)  # fmt: skip
         return randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
 
@@ -208,22 +270,25 @@ class WanAdapter(VideoAdapter):
         cond = embeds["prompt_embeds"].to(self.device, self.dtype)
         uncond = negative_embeds["prompt_embeds"].to(self.device, self.dtype) if guidance > 1 else None
         latents = self.keep_cond(noise.to(self.device, torch.float32), cond_latents)
+        image = self.image_condition(latents, num_cond)
         for i, t in enumerate(scheduler.timesteps):
             with self._grad_window(i, num_steps, grad_last_k):
-                x = latents.to(self.dtype)
                 timestep = self._timestep(t, latents, num_cond)
-                pred = self.denoiser(hidden_states=x, timestep=timestep, encoder_hidden_states=cond, return_dict=False)[0]
+                pred = self._predict(latents, timestep, cond, *image)
                 if uncond is not None:
-                    pred_u = self.denoiser(hidden_states=x, timestep=timestep, encoder_hidden_states=uncond, return_dict=False)[0]
-                    pred = self._guide(pred_u, pred, guidance)
+                    pred = self._guide(self._predict(latents, timestep, uncond, *image), pred, guidance)
                 latents = scheduler.step(pred, t, latents, return_dict=False)[0]
                 latents = self.keep_cond(latents, cond_latents)
         return latents
 
     # -- 6. pipeline (modules, inputs, export: VideoAdapter's) --------------------------------------------------
     def pipeline(self):
-        from diffusers import WanPipeline
+        from diffusers import WanImageToVideoPipeline, WanPipeline
 
+        if self.i2v:
+            return WanImageToVideoPipeline(self.tokenizer, self.text_encoder, self.vae, copy.deepcopy(self.scheduler),
+                                           self.image_processor, self.image_encoder, self.transformer,
+                                           expand_timesteps=self.expand_timesteps)  # fmt: skip
         return WanPipeline(self.tokenizer, self.text_encoder, self.vae, copy.deepcopy(self.scheduler), self.transformer,
                            expand_timesteps=self.expand_timesteps)  # fmt: skip
 
@@ -238,11 +303,14 @@ LEARNABLE_TINY = {"z_dim": 8, "vae_spatial": 2, "vae_temporal": 1, "vae_base_dim
 
 def build_tiny_wan(folder: str | Path, seed: int = 0, z_dim: int = 4, text_dim: int = 16, vae_spatial: int = 8,
                    vae_temporal: int = 4, vae_base_dim: int = 8, heads: int = 2, head_dim: int = 8, layers: int = 2,
-                   ffn_dim: int = 32) -> Path:  # fmt: skip
+                   ffn_dim: int = 32, i2v: bool = False) -> Path:  # fmt: skip
     """Write a tiny random Wan pipeline to `folder` in the diffusers layout; deterministic in `seed`. The VAE
     compresses x`vae_spatial` (2, 4, 8) in space and x`vae_temporal` (1, 2, 4) in time (defaults: Wan's x8 / x4),
-    recorded as the scale_factor_* that WanPipeline reads; text: the shared char tokenizer and a 2-layer UMT5."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    recorded as the scale_factor_* that WanPipeline reads; text: the shared char tokenizer and a 2-layer UMT5.
+    `i2v`: a Wan 2.1 I2V (WanImageToVideoPipeline): transformer input = noise + mask + image latents, `image_dim`
+    fed by a 2-layer CLIPVisionModel (hidden 16, 32x32 images in 8x8 patches) and an offline CLIPImageProcessor."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline
+    from diffusers import WanTransformer3DModel
 
     from newtonrewards.train.adapters.tiny_text import tiny_t5_encoder, tiny_tokenizer
 
@@ -257,11 +325,22 @@ def build_tiny_wan(folder: str | Path, seed: int = 0, z_dim: int = 4, text_dim: 
                            temperal_downsample=[False] * (stages - time_stages) + [True] * time_stages,
                            latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim, scale_factor_spatial=vae_spatial,
                            scale_factor_temporal=vae_temporal)  # fmt: skip
+    image = {"image_dim": 16, "added_kv_proj_dim": heads * head_dim} if i2v else {}
     transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim,
-                                        in_channels=z_dim, out_channels=z_dim, text_dim=text_dim, freq_dim=32,
-                                        ffn_dim=ffn_dim, num_layers=layers, rope_max_seq_len=32)  # fmt: skip
+                                        in_channels=2 * z_dim + vae_temporal if i2v else z_dim, out_channels=z_dim,
+                                        text_dim=text_dim, freq_dim=32, ffn_dim=ffn_dim, num_layers=layers,
+                                        rope_max_seq_len=32, **image)  # fmt: skip
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-    WanPipeline(tiny_tokenizer(), text_encoder, vae, scheduler, transformer).save_pretrained(folder)
+    if not i2v:
+        WanPipeline(tiny_tokenizer(), text_encoder, vae, scheduler, transformer).save_pretrained(folder)
+        return folder
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                               num_attention_heads=2, image_size=32, patch_size=8))  # fmt: skip
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    WanImageToVideoPipeline(tiny_tokenizer(), text_encoder, vae, scheduler, processor, encoder,
+                            transformer).save_pretrained(folder)  # fmt: skip
     return folder
 
 
@@ -321,13 +400,15 @@ def fit_tiny_vae(folder: str | Path, clips: torch.Tensor, steps: int = 400, lr: 
 class TinyWanAdapter(WanAdapter):
     """A tiny random-weight Wan for tests and CPU runs: `model` is a folder (built there first if empty or missing;
     "" uses ~/.cache/newtonrewards/tiny-wan-SEED); then loaded exactly like `wan`, with its VAE's shape rules.
-    Before the model is built (recipe checks) it is held to Wan's rules, those of the default tiny build."""
+    Before the model is built (recipe checks) it is held to Wan's rules, those of the default tiny build.
+    options: seed, i2v (bool: build a Wan 2.1 I2V with its CLIP image encoder; a folder's own model decides)."""
 
     name = "tiny-wan"
 
     def __init__(self, model: str = "", dtype: str = "float32", device: str | torch.device = "cpu", **options: Any):
-        seed = int(options.pop("seed", 0))
-        folder = tiny_folder(model, f"tiny-wan-{seed}", lambda path: build_tiny_wan(path, seed=seed))
+        seed, i2v = int(options.pop("seed", 0)), bool(options.pop("i2v", False))
+        default = f"tiny-wan{'-i2v' if i2v else ''}-{seed}"
+        folder = tiny_folder(model, default, lambda path: build_tiny_wan(path, seed=seed, i2v=i2v))
         options.setdefault("max_sequence_length", 32)
         super().__init__(folder, dtype, device, **options)
 
