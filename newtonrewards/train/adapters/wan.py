@@ -12,7 +12,12 @@ channels after a mask that is 1 on latent frame 0; models with `image_dim` (Wan 
 embedding of that frame (`encoder_hidden_states_image`). The contract hands adapters latents, not pixels, so the first
 frame is the VAE reconstruction of the clean latent frame 0, quantised to 8 bits as an image file is; the CLIP
 embedding and the condition are computed per batch (they depend on the image; one frame decode, one clip encode, one
-CLIP forward, no gradient). Not covered: the two-expert Wan 2.2 A14B (`transformer_2`).
+CLIP forward, no gradient). Two-expert Wan 2.2 A14B checkpoints (`transformer_2` + `boundary_ratio`): the high-noise
+expert `transformer` denoises timesteps >= boundary_ratio x 1000 and the low-noise `transformer_2` those below, as in
+the pipelines; only the low-noise expert is trained (`trainable_module`, LoRA, export), the high-noise one stays the
+checkpoint's: a reward step with gradient through the last sampling steps reaches only the low-noise expert, and SFT
+draws its noise levels below the boundary (the shifted-uniform law conditioned on it). Exports hold the low-noise
+expert: `pipe.load_lora_weights(path, load_into_transformer_2=True)`, or `transformer_2=` from path/transformer.
 """
 
 from __future__ import annotations
@@ -71,6 +76,14 @@ class WanAdapter(VideoAdapter):
         scheduler_class = getattr(diffusers, index.get("scheduler", [None, "FlowMatchEulerDiscreteScheduler"])[1])
         self.scheduler = scheduler_class.from_pretrained(model, subfolder="scheduler")
         self.expand_timesteps = bool(index.get("expand_timesteps", False))
+        self.transformer_2, self.boundary_ratio = None, index.get("boundary_ratio")
+        if (index.get("transformer_2") or [None])[0] is not None:  # Wan 2.2 A14B: the low-noise expert
+            self.transformer_2 = WanTransformer3DModel.from_pretrained(model, subfolder="transformer_2",
+                                                                       torch_dtype=self.dtype)  # fmt: skip
+            if self.boundary_ratio is None:
+                raise UserError(f"adapter {self.name}: {model} has a transformer_2 but no boundary_ratio in "
+                                "model_index.json")  # fmt: skip
+            self.transformer.requires_grad_(False).eval()
         self.text_encoder = self.tokenizer = None
         self.max_sequence_length = int(options.get("max_sequence_length", 512))
         self._read_compression()
@@ -89,6 +102,7 @@ class WanAdapter(VideoAdapter):
         type(self).pipeline_class = WanPipeline
         self.transformer, self.vae, self.scheduler = transformer, vae, scheduler
         self.expand_timesteps, self.text_encoder, self.tokenizer = False, None, None
+        self.transformer_2, self.boundary_ratio = None, None
         self.max_sequence_length = int(options.get("max_sequence_length", 512))
         self._read_compression()
         self.i2v, self.image_encoder, self.image_processor = False, None, None
@@ -124,8 +138,30 @@ class WanAdapter(VideoAdapter):
                                                                  torch_dtype=self.dtype)  # fmt: skip
             self.image_encoder.requires_grad_(False).eval()
 
+    def trainable_module(self) -> torch.nn.Module:
+        """The denoiser trained: the transformer, or the low-noise expert `transformer_2` of a two-expert model."""
+        return self.transformer if getattr(self, "transformer_2", None) is None else self.transformer_2
+
     def frozen_modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.vae, self.text_encoder, getattr(self, "image_encoder", None)) if m is not None]
+        high = self.transformer if getattr(self, "transformer_2", None) is not None else None
+        return [m for m in (self.vae, self.text_encoder, getattr(self, "image_encoder", None), high) if m is not None]
+
+    def _apply_options(self) -> None:
+        super()._apply_options()
+        if self.options.get("gradient_checkpointing") and self.transformer_2 is not None:
+            self.transformer_2.enable_gradient_checkpointing()
+
+    def _boundary(self) -> float | None:
+        """The timestep at which a two-expert model switches to its low-noise expert (None: one transformer)."""
+        if self.transformer_2 is None:
+            return None
+        return self.boundary_ratio * self.scheduler.config.num_train_timesteps
+
+    def _expert(self, t: torch.Tensor) -> torch.nn.Module:
+        """The module to call at scheduler timestep `t`: the frozen high-noise expert at t >= boundary, else the
+        (trainable) denoiser."""
+        boundary = self._boundary()
+        return self.transformer if boundary is not None and float(t) >= boundary else self.denoiser
 
     def _model_index(self) -> dict:
         path = Path(self.model) / "model_index.json"
@@ -214,11 +250,12 @@ class WanAdapter(VideoAdapter):
             embeds = self.image_encoder(**inputs, output_hidden_states=True).hidden_states[-2]
         return torch.cat([mask, condition.float()], dim=1), embeds
 
-    def _predict(self, latents, timestep, text, condition, image_embeds) -> torch.Tensor:
-        """The denoiser's output at `latents` (float32 in, model dtype out), with the I2V condition when given."""
+    def _predict(self, latents, timestep, text, condition, image_embeds, module=None) -> torch.Tensor:
+        """The output of `module` (default: the denoiser) at `latents` (float32 in, model dtype out), with the I2V
+        condition when given."""
         x = latents if condition is None else torch.cat([latents, condition.to(latents)], dim=1)
         image = None if image_embeds is None else image_embeds.to(self.dtype)
-        return self.denoiser(hidden_states=x.to(self.dtype), timestep=timestep, encoder_hidden_states=text,
+        return (self.denoiser if module is None else module)(hidden_states=x.to(self.dtype), timestep=timestep, encoder_hidden_states=text,
                              encoder_hidden_states_image=image, return_dict=False)[0]  # fmt: skip
 
     # -- 4. objective -------------------------------------------------------------------------------------------
@@ -241,6 +278,10 @@ class WanAdapter(VideoAdapter):
         b = x0.shape[0]
         u = torch.rand(b, generator=generator, device=generator.device if generator else "cpu").to(self.device)
         shift = self._shift()
+        boundary = self._boundary()
+        if boundary is not None:  # the low-noise expert: u below the u whose shifted sigma is the boundary
+            b_sigma = boundary / self.scheduler.config.num_train_timesteps
+            u = u * b_sigma / (shift - (shift - 1) * b_sigma)
         sigma = shift * u / (1 + (shift - 1) * u)
         noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else "cpu").to(x0)
         s = sigma.view(b, 1, 1, 1, 1)
@@ -274,9 +315,10 @@ class WanAdapter(VideoAdapter):
         for i, t in enumerate(scheduler.timesteps):
             with self._grad_window(i, num_steps, grad_last_k):
                 timestep = self._timestep(t, latents, num_cond)
-                pred = self._predict(latents, timestep, cond, *image)
+                expert = self._expert(t)
+                pred = self._predict(latents, timestep, cond, *image, expert)
                 if uncond is not None:
-                    pred = self._guide(self._predict(latents, timestep, uncond, *image), pred, guidance)
+                    pred = self._guide(self._predict(latents, timestep, uncond, *image, expert), pred, guidance)
                 latents = scheduler.step(pred, t, latents, return_dict=False)[0]
                 latents = self.keep_cond(latents, cond_latents)
         return latents
@@ -288,9 +330,10 @@ class WanAdapter(VideoAdapter):
         if self.i2v:
             return WanImageToVideoPipeline(self.tokenizer, self.text_encoder, self.vae, copy.deepcopy(self.scheduler),
                                            self.image_processor, self.image_encoder, self.transformer,
+                                           self.transformer_2, self.boundary_ratio,
                                            expand_timesteps=self.expand_timesteps)  # fmt: skip
         return WanPipeline(self.tokenizer, self.text_encoder, self.vae, copy.deepcopy(self.scheduler), self.transformer,
-                           expand_timesteps=self.expand_timesteps)  # fmt: skip
+                           self.transformer_2, self.boundary_ratio, expand_timesteps=self.expand_timesteps)  # fmt: skip
 
 
 # -- tiny-wan: small random weights, saved and loaded back through from_pretrained -----------------------------------
@@ -303,12 +346,13 @@ LEARNABLE_TINY = {"z_dim": 8, "vae_spatial": 2, "vae_temporal": 1, "vae_base_dim
 
 def build_tiny_wan(folder: str | Path, seed: int = 0, z_dim: int = 4, text_dim: int = 16, vae_spatial: int = 8,
                    vae_temporal: int = 4, vae_base_dim: int = 8, heads: int = 2, head_dim: int = 8, layers: int = 2,
-                   ffn_dim: int = 32, i2v: bool = False) -> Path:  # fmt: skip
+                   ffn_dim: int = 32, i2v: bool = False, boundary_ratio: float | None = None) -> Path:  # fmt: skip
     """Write a tiny random Wan pipeline to `folder` in the diffusers layout; deterministic in `seed`. The VAE
     compresses x`vae_spatial` (2, 4, 8) in space and x`vae_temporal` (1, 2, 4) in time (defaults: Wan's x8 / x4),
     recorded as the scale_factor_* that WanPipeline reads; text: the shared char tokenizer and a 2-layer UMT5.
     `i2v`: a Wan 2.1 I2V (WanImageToVideoPipeline): transformer input = noise + mask + image latents, `image_dim`
-    fed by a 2-layer CLIPVisionModel (hidden 16, 32x32 images in 8x8 patches) and an offline CLIPImageProcessor."""
+    fed by a 2-layer CLIPVisionModel (hidden 16, 32x32 images in 8x8 patches) and an offline CLIPImageProcessor.
+    `boundary_ratio`: a two-expert Wan 2.2 A14B (a second random transformer_2, the low-noise expert, below it)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline
     from diffusers import WanTransformer3DModel
 
@@ -330,17 +374,22 @@ def build_tiny_wan(folder: str | Path, seed: int = 0, z_dim: int = 4, text_dim: 
                                         in_channels=2 * z_dim + vae_temporal if i2v else z_dim, out_channels=z_dim,
                                         text_dim=text_dim, freq_dim=32, ffn_dim=ffn_dim, num_layers=layers,
                                         rope_max_seq_len=32, **image)  # fmt: skip
+    transformer_2 = None
+    if boundary_ratio is not None:
+        torch.manual_seed(seed + 1)
+        transformer_2 = WanTransformer3DModel.from_config(transformer.config)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     if not i2v:
-        WanPipeline(tiny_tokenizer(), text_encoder, vae, scheduler, transformer).save_pretrained(folder)
+        WanPipeline(tiny_tokenizer(), text_encoder, vae, scheduler, transformer, transformer_2,
+                    boundary_ratio).save_pretrained(folder)  # fmt: skip
         return folder
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                                num_attention_heads=2, image_size=32, patch_size=8))  # fmt: skip
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    WanImageToVideoPipeline(tiny_tokenizer(), text_encoder, vae, scheduler, processor, encoder,
-                            transformer).save_pretrained(folder)  # fmt: skip
+    WanImageToVideoPipeline(tiny_tokenizer(), text_encoder, vae, scheduler, processor, encoder, transformer,
+                            transformer_2, boundary_ratio).save_pretrained(folder)  # fmt: skip
     return folder
 
 
@@ -401,14 +450,18 @@ class TinyWanAdapter(WanAdapter):
     """A tiny random-weight Wan for tests and CPU runs: `model` is a folder (built there first if empty or missing;
     "" uses ~/.cache/newtonrewards/tiny-wan-SEED); then loaded exactly like `wan`, with its VAE's shape rules.
     Before the model is built (recipe checks) it is held to Wan's rules, those of the default tiny build.
-    options: seed, i2v (bool: build a Wan 2.1 I2V with its CLIP image encoder; a folder's own model decides)."""
+    options (used when building; a folder's own model decides): seed, i2v (bool: a Wan 2.1 I2V with its CLIP image
+    encoder), boundary_ratio (float: a two-expert Wan 2.2 A14B switching experts there)."""
 
     name = "tiny-wan"
 
     def __init__(self, model: str = "", dtype: str = "float32", device: str | torch.device = "cpu", **options: Any):
         seed, i2v = int(options.pop("seed", 0)), bool(options.pop("i2v", False))
-        default = f"tiny-wan{'-i2v' if i2v else ''}-{seed}"
-        folder = tiny_folder(model, default, lambda path: build_tiny_wan(path, seed=seed, i2v=i2v))
+        boundary = options.pop("boundary_ratio", None)
+        boundary = None if boundary is None else float(boundary)
+        default = f"tiny-wan{'-i2v' if i2v else ''}{f'-a14b{boundary}' if boundary is not None else ''}-{seed}"
+        folder = tiny_folder(model, default, lambda path: build_tiny_wan(path, seed=seed, i2v=i2v,
+                                                                         boundary_ratio=boundary))  # fmt: skip
         options.setdefault("max_sequence_length", 32)
         super().__init__(folder, dtype, device, **options)
 
