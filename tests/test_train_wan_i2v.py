@@ -70,7 +70,8 @@ def test_one_step_changes_only_the_trainable_weights(stage, bench, tiny, tmp_pat
     modules = [adapter.transformer, adapter.vae, adapter.image_encoder, reward]
     before = {f"{i}.{n}": p.detach().clone() for i, m in enumerate(modules) for n, p in m.named_parameters()}
     trainable = {f"0.{n}" for n, p in adapter.transformer.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW([p for p in adapter.transformer.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in adapter.transformer.parameters() if p.requires_grad], lr=1e-3,
+                                  weight_decay=0.0)  # fmt: skip
     loss, _ = step(batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
     loss.backward()
@@ -107,7 +108,8 @@ def test_exported_weights_reproduce_the_sample_in_wan_image_to_video_pipeline(gu
     # the image the adapter conditions on: frame 0 as the VAE reconstructs it from the clean latent, in 8 bits
     frame = (adapter.decode_latents(cond)[0, 0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     kwargs = dict(image=Image.fromarray(frame), height=32, width=32, num_frames=9, num_inference_steps=3,
-                  guidance_scale=guidance, output_type="pt", latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)),
+                  guidance_scale=guidance, output_type="pt",
+                  latents=adapter.pipeline_latents(adapter.keep_cond(noise, cond)),
                   callback_on_step_end=adapter.reimpose_callback(cond), callback_on_step_end_tensor_inputs=["latents"],
                   **adapter.pipeline_inputs(cond_embeds, negative))  # fmt: skip
     theirs = pipe(**kwargs).frames

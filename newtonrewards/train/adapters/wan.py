@@ -255,8 +255,9 @@ class WanAdapter(VideoAdapter):
         condition when given."""
         x = latents if condition is None else torch.cat([latents, condition.to(latents)], dim=1)
         image = None if image_embeds is None else image_embeds.to(self.dtype)
-        return (self.denoiser if module is None else module)(hidden_states=x.to(self.dtype), timestep=timestep, encoder_hidden_states=text,
-                             encoder_hidden_states_image=image, return_dict=False)[0]  # fmt: skip
+        module = self.denoiser if module is None else module
+        return module(hidden_states=x.to(self.dtype), timestep=timestep, encoder_hidden_states=text,
+                      encoder_hidden_states_image=image, return_dict=False)[0]  # fmt: skip
 
     # -- 4. objective -------------------------------------------------------------------------------------------
     def _shift(self) -> float:
