@@ -30,100 +30,12 @@ way this clip's shadows are (`shadow_tint`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from newtonrewards.eval.tracking import TrackResult, check_track_inputs, result_from_masks
-
-
-def disk(radius: int) -> np.ndarray:
-    """Elliptic structuring element of the given radius (px)."""
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Bool mask grown by a disk of `radius` px."""
-    return cv2.dilate(mask.astype(np.uint8), disk(radius)).astype(bool) if radius > 0 else mask.astype(bool)
-
-
-def erode(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Bool mask shrunk by a disk of `radius` px."""
-    return cv2.erode(mask.astype(np.uint8), disk(radius)).astype(bool) if radius > 0 else mask.astype(bool)
-
-
-def masked_ssd(image: np.ndarray, valid: np.ndarray, template: np.ndarray, weight: np.ndarray):
-    """Weighted mean squared colour difference of `template` at every placement in `image`, and the weight seen.
-
-    image float32 [h, w, 3], valid float32 [h, w] (0 outside the frame), template [th, tw, 3], weight [th, tw].
-    Returns cost [h-th+1, w-tw+1] (per pixel and channel; inf where nothing is seen) and seen [same].
-    """
-    sq = (image * image).sum(axis=2) * valid
-    a = cv2.matchTemplate(sq, weight, cv2.TM_CCORR)
-    b = cv2.matchTemplate(image * valid[..., None], template * weight[..., None], cv2.TM_CCORR)
-    c = cv2.matchTemplate(valid, weight * (template * template).sum(axis=2), cv2.TM_CCORR)
-    seen = cv2.matchTemplate(valid, weight, cv2.TM_CCORR)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cost = np.where(seen > 1e-3, np.maximum(a - 2 * b + c, 0) / (3 * seen), np.inf)
-    return cost, seen
-
-
-def subpixel(cost: np.ndarray, y: int, x: int) -> tuple[float, float]:
-    """Parabola vertex around the integer minimum (y, x) of a cost map, per axis, clamped to half a pixel."""
-
-    def vertex(m, c0, p):
-        den = m - 2 * c0 + p
-        return float(np.clip(0.5 * (m - p) / den, -0.5, 0.5)) if np.isfinite(den) and den > 1e-12 else 0.0
-
-    dy = vertex(cost[y - 1, x], cost[y, x], cost[y + 1, x]) if 0 < y < cost.shape[0] - 1 else 0.0
-    dx = vertex(cost[y, x - 1], cost[y, x], cost[y, x + 1]) if 0 < x < cost.shape[1] - 1 else 0.0
-    return y + dy, x + dx
-
-
-
-def shift_image(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """The image [H, W, C] moved by whole pixels (dy, dx); uncovered pixels repeat the border."""
-    H, W = image.shape[:2]
-    ys = np.clip(np.arange(H) - dy, 0, H - 1)
-    xs = np.clip(np.arange(W) - dx, 0, W - 1)
-    return image[ys][:, xs]
-
-
-
-@dataclass(frozen=True)
-class Appearance:
-    """The object as a template: colours [h, w, 3] of a box at `corner` (y, x) px, interior and ring weights."""
-
-    colours: np.ndarray
-    interior: np.ndarray
-    ring: np.ndarray
-    mask: np.ndarray
-    corner: tuple[int, int]
-
-
-def appearance_of(image: np.ndarray, mask: np.ndarray, ring: int) -> Appearance:
-    """The template of the object `mask` [H, W] in `image` [H, W, 3]: its box grown by `ring` px (may leave frame)."""
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min() - ring - 1, ys.max() + ring + 2, xs.min() - ring - 1, xs.max() + ring + 2
-    H, W = mask.shape
-    pad = ring + 2
-    box = np.s_[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
-    shape = np.pad(mask, pad)[box]
-    interior = erode(shape, 1)
-    if interior.sum() < 4:
-        interior = shape
-    rim = dilate(shape, ring) & ~dilate(shape, 1)
-    colours = np.pad(image, [(pad, pad), (pad, pad), (0, 0)])[box]
-    return Appearance(colours, interior.astype(np.float32), rim.astype(np.float32), shape, (int(y0), int(x0)))
-
-
-@dataclass
-class Match:
-    """Where a template fits best: its corner (y, x) px sub-pixel, and the appearance score (1 exact, 0 background)."""
-
-    corner: tuple[float, float]
-    score: float
+from newtonrewards.eval.tracking.embedded import (Appearance, Match, appearance_of, dilate, disk, erode, masked_ssd,
+                                                  place_mask, shift_image, subpixel)
 
 
 class RobustEmbeddedTracker:
@@ -458,12 +370,3 @@ def static_background(images: np.ndarray, masks: np.ndarray, lost: np.ndarray, m
         stack[occupied[:, sel]] = np.nan
         background[sel] = np.nanmedian(stack, axis=0)
     return background.astype(np.float32), known
-
-
-def place_mask(canvas: np.ndarray, patch: np.ndarray, y: int, x: int) -> None:
-    """Paint bool `patch` into `canvas` [H, W] with its corner at (y, x), clipped to the canvas."""
-    H, W = canvas.shape
-    h, w = patch.shape
-    cy0, cx0, cy1, cx1 = max(y, 0), max(x, 0), min(y + h, H), min(x + w, W)
-    if cy1 > cy0 and cx1 > cx0:
-        canvas[cy0:cy1, cx0:cx1] |= patch[cy0 - y:cy1 - y, cx0 - x:cx1 - x]
