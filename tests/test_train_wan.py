@@ -8,7 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch
-from train_helpers import make_bench, recipe
+from train_helpers import adapter_prompts_batch, make_bench, recipe
 
 from newtonrewards.train.adapters.wan import build_tiny_wan
 
@@ -25,19 +25,6 @@ def tiny(tmp_path_factory):
     return build_tiny_wan(tmp_path_factory.mktemp("tiny-wan") / "model", seed=0)
 
 
-def _setup(cfg, stage_step):
-    """Adapter with LoRA, prompt lookup and one batch, as the loop builds them (without Accelerate)."""
-    from newtonrewards.train.data import clips_from_config
-    from newtonrewards.train.loop import PromptLookup, build_adapter, collate
-    from newtonrewards.train.prompt_cache import PromptCache
-
-    adapter = build_adapter(cfg, "cpu")
-    clips = clips_from_config(cfg.data)
-    PromptCache(cfg.out + "/prompt_cache", adapter).fill(clips.prompts() + [""])
-    batch = collate([clips[0], clips[1]])
-    return adapter, PromptLookup(cfg, adapter), batch
-
-
 def _snapshot(modules):
     return {f"{i}.{n}": p.detach().clone() for i, m in enumerate(modules) for n, p in m.named_parameters()}
 
@@ -49,7 +36,7 @@ def test_one_step_changes_the_trainable_weights_and_only_them(stage, bench, tiny
     from newtonrewards.train.sft import SFTStep
 
     cfg = recipe(tmp_path, bench, tiny, stage=stage)
-    adapter, prompts, batch = _setup(cfg, stage)
+    adapter, prompts, batch = adapter_prompts_batch(cfg)
     reward = NewtonReward(cfg.reward.reward)
     step = SFTStep(adapter, prompts, cfg) if stage == "sft" else RewardStep(adapter, prompts, cfg, reward)
     modules = [adapter.transformer, adapter.vae, reward]
@@ -73,7 +60,7 @@ def test_reward_gradient_reaches_lora_through_the_vae_decode_and_frozen_reward_m
     from newtonrewards.train.reward_ft import RewardStep
 
     cfg = recipe(tmp_path, bench, tiny, stage="reward")
-    adapter, prompts, batch = _setup(cfg, "reward")
+    adapter, prompts, batch = adapter_prompts_batch(cfg)
     reward = NewtonReward(cfg.reward.reward)
     step = RewardStep(adapter, prompts, cfg, reward)
     decoded = []
@@ -97,7 +84,7 @@ def test_reward_gradient_reaches_lora_through_the_vae_decode_and_frozen_reward_m
 def test_no_gradient_outside_the_last_k_steps(bench, tiny, tmp_path):
     """grad_last_k=1: the denoiser's graph holds one step; with k=0 sampling builds no graph at all."""
     cfg = recipe(tmp_path, bench, tiny, stage="reward")
-    adapter, prompts, batch = _setup(cfg, "reward")
+    adapter, prompts, batch = adapter_prompts_batch(cfg)
     noise = adapter.initial_noise(1, 9, 32, 32, torch.Generator().manual_seed(1))
     embeds = prompts(batch["prompt"][:1])
     calls = []

@@ -10,7 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch
-from train_helpers import make_bench, recipe
+from train_helpers import adapter_prompts_batch, make_bench, recipe
 
 from newtonrewards.train.adapters.wan import build_tiny_wan
 
@@ -28,17 +28,6 @@ def tiny(tmp_path_factory):
     return build_tiny_wan(tmp_path_factory.mktemp("tiny-wan-a14b") / "model", seed=0, boundary_ratio=BOUNDARY)
 
 
-def _setup(cfg):
-    from newtonrewards.train.data import clips_from_config
-    from newtonrewards.train.loop import PromptLookup, build_adapter, collate
-    from newtonrewards.train.prompt_cache import PromptCache
-
-    adapter = build_adapter(cfg, "cpu")
-    clips = clips_from_config(cfg.data)
-    PromptCache(cfg.out + "/prompt_cache", adapter).fill(clips.prompts() + [""])
-    return adapter, PromptLookup(cfg, adapter), collate([clips[0], clips[1]])
-
-
 @pytest.mark.parametrize("stage", ["sft", "reward"])
 def test_one_step_trains_only_the_low_noise_expert(stage, bench, tiny, tmp_path):
     from newtonrewards.rewards.composite import NewtonReward
@@ -46,7 +35,7 @@ def test_one_step_trains_only_the_low_noise_expert(stage, bench, tiny, tmp_path)
     from newtonrewards.train.sft import SFTStep
 
     cfg = recipe(tmp_path, bench, tiny, stage=stage, **{"sampling.num_steps": 3} if stage == "reward" else {})
-    adapter, prompts, batch = _setup(cfg)
+    adapter, prompts, batch = adapter_prompts_batch(cfg)
     assert adapter.trainable_module() is adapter.transformer_2 and adapter.transformer in adapter.frozen_modules()
     reward = NewtonReward(cfg.reward.reward)
     step = SFTStep(adapter, prompts, cfg) if stage == "sft" else RewardStep(adapter, prompts, cfg, reward)

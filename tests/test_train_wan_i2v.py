@@ -10,7 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch
-from train_helpers import make_bench, recipe
+from train_helpers import adapter_prompts_batch, make_bench, recipe
 
 from newtonrewards.errors import UserError
 from newtonrewards.train.adapters.wan import build_tiny_wan
@@ -28,21 +28,10 @@ def tiny(tmp_path_factory):
     return build_tiny_wan(tmp_path_factory.mktemp("tiny-wan-i2v") / "model", seed=0, i2v=True)
 
 
-def _setup(cfg):
-    from newtonrewards.train.data import clips_from_config
-    from newtonrewards.train.loop import PromptLookup, build_adapter, collate
-    from newtonrewards.train.prompt_cache import PromptCache
-
-    adapter = build_adapter(cfg, "cpu")
-    clips = clips_from_config(cfg.data)
-    PromptCache(cfg.out + "/prompt_cache", adapter).fill(clips.prompts() + [""])
-    return adapter, PromptLookup(cfg, adapter), collate([clips[0], clips[1]])
-
-
 def test_an_i2v_folder_is_detected_and_needs_a_first_frame(bench, tiny, tmp_path):
     from diffusers import WanImageToVideoPipeline
 
-    adapter, prompts, batch = _setup(recipe(tmp_path, bench, tiny))
+    adapter, prompts, batch = adapter_prompts_batch(recipe(tmp_path, bench, tiny))
     assert adapter.i2v and adapter.pipeline_class is WanImageToVideoPipeline and adapter.image_encoder is not None
     assert adapter.image_encoder in adapter.frozen_modules()
     latents = adapter.encode_video(batch["video"])
@@ -64,7 +53,7 @@ def test_one_step_changes_only_the_trainable_weights(stage, bench, tiny, tmp_pat
     from newtonrewards.train.sft import SFTStep
 
     cfg = recipe(tmp_path, bench, tiny, stage=stage)
-    adapter, prompts, batch = _setup(cfg)
+    adapter, prompts, batch = adapter_prompts_batch(cfg)
     reward = NewtonReward(cfg.reward.reward)
     step = SFTStep(adapter, prompts, cfg) if stage == "sft" else RewardStep(adapter, prompts, cfg, reward)
     modules = [adapter.transformer, adapter.vae, adapter.image_encoder, reward]

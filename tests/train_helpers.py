@@ -26,3 +26,15 @@ def recipe(out: Path, bench: Path, model: Path, **overrides) -> TrainConfig:
             "reward.reward.motion_weight": False, "reward.reward.downsample": 1}  # fmt: skip
     base.update(overrides)
     return build_config(TrainConfig, None, base)
+
+
+def adapter_prompts_batch(cfg: TrainConfig):
+    """Adapter with LoRA, prompt lookup and a batch of the first two clips, as the loop builds them (no Accelerate)."""
+    from newtonrewards.train.data import clips_from_config
+    from newtonrewards.train.loop import PromptLookup, build_adapter, collate
+    from newtonrewards.train.prompt_cache import PromptCache
+
+    adapter = build_adapter(cfg, "cpu")
+    clips = clips_from_config(cfg.data)
+    PromptCache(cfg.out + "/prompt_cache", adapter).fill(clips.prompts() + [""])
+    return adapter, PromptLookup(cfg, adapter), collate([clips[0], clips[1]])
