@@ -34,12 +34,12 @@ import cv2
 import numpy as np
 
 from newtonrewards.eval.tracking import TrackResult, check_track_inputs, result_from_masks
-from newtonrewards.eval.tracking.embedded import (Appearance, Match, appearance_of, dilate, disk, erode, masked_ssd,
-                                                  place_mask, shift_image, subpixel)
+from newtonrewards.eval.tracking.embedded import (EmbeddedTracker, appearance_of, dilate, disk, erode, place_mask,
+                                                  shift_image)
 
 
-class RobustEmbeddedTracker:
-    """Weight-free tracker prompted by the first-frame mask.
+class RobustEmbeddedTracker(EmbeddedTracker):
+    """Weight-free tracker prompted by the first-frame mask; `embedded`'s matching, its own segmentation and passes.
 
     ring:         width (px) of the background ring around the outline that the follow step matches.
     margin:       search radius (px) around the constant-velocity guess, plus the last speed.
@@ -156,47 +156,6 @@ class RobustEmbeddedTracker:
                 background[free] = images[t][free]
                 known |= free
         return masks, lost
-
-    def match(self, image, background, known, app: Appearance, guess, reach: int) -> Match:
-        """Best placement of `app` in `image` near its corner + `guess` (None: the whole frame), and its score."""
-        H, W, _ = image.shape
-        th, tw = app.interior.shape
-        pad = max(th, tw) + 1
-        if guess is None:
-            y0, y1, x0, x1 = -pad, H + pad - th, -pad, W + pad - tw
-        else:
-            gy, gx = int(round(app.corner[0] + guess[0])), int(round(app.corner[1] + guess[1]))
-            y0, y1 = max(gy - reach, -pad), min(gy + reach, H + pad - th)
-            x0, x1 = max(gx - reach, -pad), min(gx + reach, W + pad - tw)
-        if y1 < y0 or x1 < x0:
-            return Match((0.0, 0.0), -np.inf)
-
-        def window(a):
-            padded = np.pad(a, [(pad, pad), (pad, pad)] + [(0, 0)] * (a.ndim - 2))
-            return padded[y0 + pad:y1 + pad + th, x0 + pad:x1 + pad + tw]
-
-        valid = window(np.ones((H, W), np.float32))
-        cost, seen = masked_ssd(window(image), valid, app.colours, app.interior)
-        cost[seen < self.min_visible * app.interior.sum()] = np.inf
-        kwin = window(known.astype(np.float32))
-        # truncated: a shadow or a reflection moving with the object must not outweigh the interior's evidence
-        diff2 = window(np.minimum(((image - background) ** 2).sum(axis=2) / 3, (2 * self.noise) ** 2) * known)
-        ring_seen = cv2.matchTemplate(kwin, app.ring, cv2.TM_CCORR)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ring_sum = cv2.matchTemplate(diff2, app.ring, cv2.TM_CCORR)
-            ring_cost = np.where(ring_seen > 0.1 * app.ring.sum(), ring_sum / ring_seen, 0)
-        # how well the background alone explains the template's interior at each placement: the object is what
-        # the background does not explain, so a static patch that happens to look like it scores ~1, not ~0
-        bg_cost, bg_seen = masked_ssd(window(background), kwin, app.colours, app.interior)
-        reference = np.where(bg_seen > 0.5 * app.interior.sum(), bg_cost, np.inf if guess is None else 0.2**2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where(np.isfinite(reference), (cost + ring_cost) / np.maximum(reference, 1e-6), np.inf)
-        if not np.isfinite(ratio).any():
-            return Match((0.0, 0.0), -np.inf)
-        iy, ix = np.unravel_index(np.argmin(ratio), ratio.shape)
-        fy, fx = subpixel(ratio, iy, ix)
-        score = 1 - np.sqrt(cost[iy, ix] / max(reference[iy, ix], 1e-6)) if np.isfinite(cost[iy, ix]) else -np.inf
-        return Match((y0 + fy, x0 + fx), float(score))
 
     # segmentation ------------------------------------------------------------------------------------------------
     def segment(self, image, background, known, prior, expected, palette, depth, tint) -> np.ndarray:
