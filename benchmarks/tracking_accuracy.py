@@ -16,7 +16,6 @@ then the median seconds per clip of `track` alone. The measure is the one of tes
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import os
 import time
@@ -28,26 +27,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from newtonrewards.config import parse_override  # noqa: E402
 from newtonrewards.dataset import load_gt, read_manifest  # noqa: E402
 from newtonrewards.eval.metrics import centroid_track, iou  # noqa: E402
 from newtonrewards.eval.tracking import TrackResult, build_tracker  # noqa: E402
 from newtonrewards.video import read_video  # noqa: E402
 
 PERTURBATIONS = ("blur", "noise", "jpeg")
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """`key=value` strings -> tracker kwargs; values are Python literals where they parse, strings otherwise."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def perturb(frames: np.ndarray, kinds: tuple[str, ...], blur: float, noise: float, jpeg: int, seed: int) -> np.ndarray:
@@ -110,11 +96,12 @@ def main() -> None:
         raise SystemExit(f"--perturb: unknown {sorted(unknown)}; known: {', '.join(PERTURBATIONS)}")
     cv2.setNumThreads(1)
     ensure_bench(args.root, args.preset, args.counts, args.seed)
+    options = dict(parse_override(pair) for pair in args.set)
     if ":" in args.tracker:  # module:Class, a tracker not registered (yet)
         module, name = args.tracker.split(":")
-        tracker = getattr(importlib.import_module(module), name)(**parse_overrides(args.set))
+        tracker = getattr(importlib.import_module(module), name)(**options)
     else:
-        tracker = build_tracker(args.tracker, **parse_overrides(args.set))
+        tracker = build_tracker(args.tracker, **options)
     rows = sorted((r for r in read_manifest(args.root) if r["split"] == args.split), key=lambda r: r["clip_id"])
     if not rows:
         raise SystemExit(f"{args.root}: no clips in split {args.split!r}")
