@@ -104,9 +104,14 @@ def read_manifest(root: Path) -> list[dict]:
 
 
 def append_manifest_row(root: Path, row: dict) -> None:
+    """Append one row to ROOT/manifest.jsonl (`append_jsonl`)."""
+    append_jsonl(root / MANIFEST_FILE, row)
+
+
+def append_jsonl(path: Path, row: dict) -> None:
     """Append one row with a single write on an O_APPEND descriptor and fsync it (a kill leaves whole rows only)."""
     line = (json.dumps(row, sort_keys=True) + "\n").encode()
-    fd = os.open(root / MANIFEST_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
         os.fsync(fd)

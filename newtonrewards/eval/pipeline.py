@@ -339,14 +339,8 @@ def read_results(out: Path) -> dict[str, dict]:
 
 
 def append_result(out: Path, row: dict) -> None:
-    """Append one row with a single write on an O_APPEND descriptor and fsync it (a kill leaves whole rows only)."""
-    line = (json.dumps(row, sort_keys=True) + "\n").encode()
-    fd = os.open(out / RESULTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Append one row to OUT/results.jsonl (`dataset.append_jsonl`: a kill leaves whole rows only)."""
+    dataset.append_jsonl(out / RESULTS_FILE, row)
 
 
 def save_artifacts(out: Path, clip_id: str, artifacts: dict[str, np.ndarray]) -> None:
