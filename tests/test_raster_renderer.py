@@ -268,3 +268,13 @@ def test_bad_inputs_are_rejected():
         RasterRenderer().render(spec, short)
     with pytest.raises(ValueError, match="supersample"):
         RasterRenderer(supersample=0)
+
+
+@pytest.mark.parametrize("split", ("test", "ood-height", "ood-speed", "ood-friction"))
+@pytest.mark.parametrize("primitive", RAMPS)
+def test_the_ramp_never_hides_the_object_sliding_on_it(primitive, split):
+    # A camera below the slope saw only the prism's near side face: whole ood-height clips showed no object.
+    for index in range(6):
+        spec, _, layers = _clip(primitive, width=128, height=128, frames=32, index=index, split=split)
+        area = (layers.instance == OBJECT_ID).sum((1, 2))
+        assert area.min() > 0.5 * area.max() > 0, (spec.clip_id, area.tolist())

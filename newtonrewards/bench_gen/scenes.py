@@ -60,6 +60,7 @@ RANGES: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]] | No
 }
 LAUNCH_ANGLE_DEG = (35.0, 65.0)  # parabolic throw, every split
 RAMP_ANGLE_DEG = (15.0, 30.0)  # both ramp primitives, every split
+RAMP_VIEW_MARGIN = 0.25  # m: the camera looks down on a ramp's slope from at least this far above the object
 MIN_RAMP_DOWN_ACCEL = 0.5  # m/s^2: (angle, mu) pairs that would barely move are resampled
 DENSITY = 500.0  # kg/m^3, sets the mass (which does not change the motion, but PyBullet needs it)
 
@@ -117,7 +118,7 @@ def sample_scene(settings: SceneSettings, split: str, primitive: str, index: int
     obj = _sample_object(rng, split, primitive, params)
     segments, ramp = _motion(rng, primitive, params, obj, settings.g, t_end)
     traj = physics.sample_segments(segments, physics.frame_times(settings.num_frames, settings.fps))
-    camera = _frame_camera(rng, settings, traj.position, obj)
+    camera = _frame_camera(rng, settings, traj.position, obj, on_ramp=ramp is not None)
     ground_name = str(rng.choice(list(GROUNDS)))
     ca, cb, _ = GROUNDS[ground_name]
     ground = GroundSpec(ground_name, ca, cb, float(rng.uniform(0.25, 0.6)))
@@ -256,8 +257,14 @@ def _slope_positions(rows, t_end: float) -> np.ndarray:
     return np.array(out)
 
 
-def _frame_camera(rng, settings: SceneSettings, positions: np.ndarray, obj: ObjectSpec) -> CameraSpec:
-    """Place a shift-lens camera so the whole path (and the ground line under it) fills 60-80% of the frame."""
+def _frame_camera(
+    rng, settings: SceneSettings, positions: np.ndarray, obj: ObjectSpec, on_ramp: bool = False
+) -> CameraSpec:
+    """Place a shift-lens camera so the whole path (and the ground line under it) fills 60-80% of the frame.
+
+    On a ramp the camera sits at least RAMP_VIEW_MARGIN above the object's highest centre: from below, the ramp's
+    near side face (the prism is wider than the object) hides the object sliding on top of it.
+    """
     W, H = settings.width, settings.height
     radius = float(np.linalg.norm(obj.half_extents))
     lo = positions.min(axis=0) - radius
@@ -270,6 +277,8 @@ def _frame_camera(rng, settings: SceneSettings, positions: np.ndarray, obj: Obje
     dist = max(extent_x * f / (fill * W), extent_z * f / (fill * H), 2.0)
     centre_x, centre_z = 0.5 * (lo[0] + hi[0]), 0.5 * (lo[2] + hi[2])
     cam_z = float(rng.uniform(0.4, 1.2))
+    if on_ramp:
+        cam_z = max(cam_z, float(positions[:, 2].max()) + RAMP_VIEW_MARGIN)
     cx = (W - 1) / 2.0
     cy = (H - 1) / 2.0 + f * (centre_z - cam_z) / dist
     return CameraSpec(W, H, f, f, cx, float(cy), (float(centre_x), -float(dist), cam_z))
