@@ -7,7 +7,8 @@ The clip is a NewtonBench parabolic throw rendered in-process (the classical flo
 its moving regions). Each model runs in its own spawned process so that peak memory is its own: the peak resident
 set size during the runs minus the resident size just before them (model and clip already built). Seconds are the
 median over --repeats runs after one warm-up: forward + backward of mean(flow^2) wrt the video, and forward alone
-under no_grad (the cost when scoring clips).
+under no_grad (the cost when scoring clips). RAFT runs with random weights (`weights="random"`: its cost does not
+depend on them, and the pretrained file need not be downloaded); these are speeds, not accuracies.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 MODELS = {
     "classical": ("classical", {}),
     "classical-bicubic-2it": ("classical", {"interpolation": "bicubic", "iterations": 2}),
-    "raft-small-4": ("raft", {"variant": "small", "num_flow_updates": 4}),
-    "raft-small-12": ("raft", {"variant": "small", "num_flow_updates": 12}),
-    "raft-large-12": ("raft", {"variant": "large", "num_flow_updates": 12}),
+    "raft-small-4": ("raft", {"variant": "small", "weights": "random", "num_flow_updates": 4}),
+    "raft-small-12": ("raft", {"variant": "small", "weights": "random", "num_flow_updates": 12}),
+    "raft-large-12": ("raft", {"variant": "large", "weights": "random", "num_flow_updates": 12}),
 }
 DEFAULT_MODELS = "classical,raft-small-4,raft-small-12"
 
@@ -93,7 +94,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; one thread per process; "
-          f"clip 1x{args.frames}x3x{args.size}x{args.size}, median of {args.repeats}")  # fmt: skip
+          f"clip 1x{args.frames}x3x{args.size}x{args.size}, median of {args.repeats}; raft: random weights")
     print(f"{'model':<24}{'fwd+bwd s':>11}{'fwd s':>9}{'peak MiB':>10}")
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         for name in names:

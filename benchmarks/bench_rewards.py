@@ -7,7 +7,8 @@
 Cases (utility models built through the registries; transformers models saved to a temporary folder and loaded):
     classical+pixels         the embedded defaults (no weights)
     raft_small+vjepa2-tiny   torchvision RAFT-small (random weights, 12 updates) + V-JEPA 2 geometry with tiny width
-    raft_large+vjepa2-vitl   RAFT-large + a real-size ViT-L V-JEPA 2 config (random weights, bfloat16): a GPU case
+    raft_large+vjepa2-vitl   RAFT-large + a real-size ViT-L V-JEPA 2 config (both random weights, bfloat16): a GPU case
+RAFT is built with `weights="random"` (asked for by name; the cost does not depend on the weights): speeds only.
 The clip is a rendered NewtonBench parabolic throw (flow cost depends on content); it requires grad, as a generated
 clip does, and is its own reference (the mass term still runs). Each case runs in its own process so that its
 memory peak is its own (CPU: peak RSS above the set-up's; CUDA: max_memory_allocated).
@@ -60,7 +61,8 @@ def build_reward(case: str, folder: str, device: str):
         dtype = torch.bfloat16 if encoder == "vjepa2-vitl" else torch.float32
         torch.manual_seed(0)
         VJEPA2Model(vjepa2_config(encoder)).to(dtype).save_pretrained(folder)
-        cfg = RewardConfig(flow_model="raft", flow_kwargs={"variant": flow.split("_")[1], "num_flow_updates": 12},
+        cfg = RewardConfig(flow_model="raft", flow_kwargs={"variant": flow.split("_")[1], "weights": "random",
+                                                          "num_flow_updates": 12},
                            encoder="vjepa2", encoder_kwargs={"model": folder, "dtype": dtype})  # fmt: skip
     return NewtonReward(cfg).to(device)
 
@@ -104,7 +106,8 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     print(f"machine: {name}, {os.cpu_count()} CPUs, {args.threads} torch thread(s), torch {torch.__version__}")
     print(f"command: python {' '.join(sys.argv)}")
-    print(f"clip: 1x{args.frames}x3x{args.height}x{args.width}, reward forward+backward, median of {args.repeats}")
+    print(f"clip: 1x{args.frames}x3x{args.height}x{args.width}, reward forward+backward, median of {args.repeats}; "
+          "raft_* cases: RAFT and V-JEPA 2 with random weights")
     memory = "CUDA peak MiB" if args.device == "cuda" else "peak RSS over set-up, MiB"
     print(f"\n| case | seconds per clip | {memory} |\n|---|---|---|")
     for case in args.cases.split(","):

@@ -9,6 +9,7 @@ to a folder and loaded back through the adapter); prompt embeddings are random t
 --size takes S (square) or HxW, one per --frames value.
 Steps are what the loop runs: SFT = VAE encode + flow-matching loss + backward + AdamW on LoRA; reward = sample
 (num_steps, gradient through the last one) + VAE decode with gradient + NewtonReward + backward + AdamW.
+--flow raft builds RAFT with random weights (`weights="random"`: the step's cost does not depend on them).
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def case(args, stage: str, queue) -> None:
     if stage == "sft":
         step = SFTStep(adapter, prompts, cfg)
     else:
-        reward = NewtonReward(RewardConfig(flow_model=args.flow, encoder="pixels")).to(device)
+        flow_kwargs = {"weights": "random"} if args.flow == "raft" else {}  # speed only: see the docstring
+        reward = NewtonReward(RewardConfig(flow_model=args.flow, flow_kwargs=flow_kwargs, encoder="pixels")).to(device)
         step = RewardStep(adapter, prompts, cfg, reward)
     params = [p for p in adapter.trainable_module().parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -159,6 +161,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--stages", nargs="+", default=["sft", "reward"])
     args = p.parse_args()
+    if args.flow == "raft" and "reward" in args.stages:
+        print("reward flow model: raft with random weights (speed only; the cost does not depend on the weights)")
     ctx = mp.get_context("spawn")
     rows = []
     for frames, size in zip(args.frames, args.size):

@@ -1,5 +1,7 @@
 """Flow models (the velocity proxy): accuracy on known motion, gradients, frozen weights, RAFT loading, bad input.
 
+RAFT here is random-weight (`weights="random"`, asked for by name) unless a test is about the pretrained default.
+
 Accuracy is checked against motion known in closed form: a textured disc pasted at sub-pixel positions
 p(t) = p0 + v0 t + a t^2 / 2 over a textured background, and NewtonBench clips rendered in-process and sent through
 H.264 (codec noise included), measured like benchmarks/flow_accuracy.py. Sizes are small to keep the file fast.
@@ -15,7 +17,7 @@ from newtonrewards.errors import UserError
 from newtonrewards.reward_models.flow import flow_model_names, make_flow_model
 from newtonrewards.reward_models.flow.accuracy import clip_accuracy, relative_error
 
-RAFT_FAST = dict(variant="small", num_flow_updates=2)
+RAFT_FAST = dict(variant="small", weights="random", num_flow_updates=2)
 BACKENDS = {"classical": {}, "raft": RAFT_FAST}
 
 
@@ -181,7 +183,7 @@ def test_raft_any_frame_size(size):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_raft_weights_round_trip_through_a_file(tmp_path, suffix):
     torch.manual_seed(0)
-    source = make_flow_model("raft", variant="small", num_flow_updates=2)
+    source = make_flow_model("raft", **RAFT_FAST)
     path = tmp_path / f"raft_small{suffix}"
     if suffix == ".pth":
         torch.save(source.raft.state_dict(), path)
@@ -191,7 +193,7 @@ def test_raft_weights_round_trip_through_a_file(tmp_path, suffix):
         save_file(source.state_dict(), str(path))  # the wrapper's keys ("raft." prefix) load too
     torch.manual_seed(1)
     loaded = make_flow_model("raft", variant="small", weights=path, num_flow_updates=2)
-    fresh = make_flow_model("raft", variant="small", num_flow_updates=2)
+    fresh = make_flow_model("raft", **RAFT_FAST)
     video = torch.rand(1, 2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(video), source(video))
@@ -202,21 +204,83 @@ def test_raft_bad_weights_are_clear(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         make_flow_model("raft", variant="small", weights=tmp_path / "missing.pth")
     small = tmp_path / "small.pth"
-    torch.save(make_flow_model("raft", variant="small").raft.state_dict(), small)
+    torch.save(make_flow_model("raft", **RAFT_FAST).raft.state_dict(), small)
     with pytest.raises(UserError, match="do not fit RAFT variant 'large'"):
         make_flow_model("raft", variant="large", weights=small)
 
 
-def test_raft_default_weights_offline_fail_fast_and_clearly(tmp_path, monkeypatch):
+@pytest.fixture
+def offline_empty_hub(tmp_path, monkeypatch):
+    """An empty torch hub dir (torch.hub.set_dir, undone after the test) and no network: returns the hub dir."""
     import socket
 
     def unreachable(*args, **kwargs):
-        raise socket.gaierror(-2, "Name or service not known")
+        raise OSError(101, "Network is unreachable")
 
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # nothing cached
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub._hub_dir)  # set_dir below is undone with the monkeypatch
+    torch.hub.set_dir(str(hub))
     monkeypatch.setattr(socket, "create_connection", unreachable)
-    with pytest.raises(UserError, match="unreachable.*pass weights=<path>"):
-        make_flow_model("raft", variant="small", weights="default")
+    return hub
+
+
+def torchvision_cache_path(hub, variant: str):
+    """Where torch.hub keeps torchvision's default RAFT weights: hub/checkpoints/<file name of the weights' URL>."""
+    from torchvision.models import optical_flow
+
+    url = getattr(optical_flow, f"Raft_{variant.capitalize()}_Weights").DEFAULT.url
+    return hub / "checkpoints" / url.rsplit("/", 1)[1], url
+
+
+@pytest.mark.parametrize("variant", [None, "large", "small"])
+def test_raft_default_weights_offline_and_not_cached_is_one_line_naming_the_cache_path(offline_empty_hub, variant):
+    """`raft` is pretrained RAFT (large unless asked): offline with an empty cache it stops; it never goes random."""
+    kwargs = {} if variant is None else {"variant": variant}
+    cached, url = torchvision_cache_path(offline_empty_hub, variant or "large")
+    with pytest.raises(UserError) as info:
+        make_flow_model("raft", **kwargs)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert str(cached) in message and url in message and "weights=<path" in message, message
+    assert cached.name in ("raft_large_C_T_SKHT_V2-ff5fadd5.pth", "raft_small_C_T_V2-01064c6d.pth")
+    assert not cached.parent.exists() or not any(cached.parent.iterdir())  # nothing half-written
+
+
+def test_raft_default_weights_load_from_the_torch_cache(offline_empty_hub):
+    """A state_dict saved under torchvision's file name in the hub cache is what the default loads (offline)."""
+    torch.manual_seed(0)
+    source = make_flow_model("raft", **RAFT_FAST)  # a random-init torchvision raft_small inside the wrapper
+    cached, _ = torchvision_cache_path(offline_empty_hub, "small")
+    cached.parent.mkdir(parents=True)
+    torch.save(source.raft.state_dict(), cached)
+    torch.manual_seed(1)
+    loaded = make_flow_model("raft", variant="small", num_flow_updates=2)  # weights="default" implied
+    fresh = make_flow_model("raft", **RAFT_FAST)
+    video = torch.rand(1, 2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(video), source(video))
+        assert not torch.equal(fresh(video), source(video))  # the cached file, not the seed, made them equal
+    with pytest.raises(UserError, match="do not fit RAFT variant 'large'"):  # the large default is another file
+        make_flow_model("raft", variant="large", weights=cached)
+
+
+def test_raft_random_weights_by_name_need_no_file_and_no_network(offline_empty_hub):
+    torch.manual_seed(0)
+    first = make_flow_model("raft", variant="small", weights="random", num_flow_updates=2)
+    torch.manual_seed(1)
+    second = make_flow_model("raft", variant="small", weights="random", num_flow_updates=2)
+    video = torch.rand(1, 2, 3, 32, 32)
+    with torch.no_grad():
+        flow = first(video)
+        assert flow.shape == (1, 1, 2, 32, 32) and torch.isfinite(flow).all()
+        assert not torch.equal(flow, second(video))  # random initialisation, nothing loaded
+    assert not offline_empty_hub.exists()  # nothing looked up or written in the cache
+
+
+@pytest.mark.parametrize("weights", [None, ""])
+def test_raft_weights_none_is_refused_with_the_choices(weights):
+    with pytest.raises(UserError, match=r"weights=(None|'') is not a choice; pass 'default' .*file, or 'random'"):
+        make_flow_model("raft", variant="small", weights=weights)
 
 
 @pytest.mark.parametrize("name", flow_model_names())

@@ -44,3 +44,39 @@ def test_a_recipe_with_a_frame_count_the_model_cannot_take_is_refused(bench, tmp
                                              "data.num_frames": 33 + 4})  # fmt: skip
     with pytest.raises(UserError, match="8k\\+1"):
         validate_train(cfg)
+
+
+def header_of(recipe: Path) -> str:
+    """The recipe's leading comment block."""
+    lines = recipe.read_text().splitlines()
+    return "\n".join(line for line in lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))])
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if stage_of(r) == "reward"], ids=lambda p: p.stem)
+def test_reward_recipes_load_trained_flow_and_encoder_weights_or_say_why_not(recipe):
+    """RAFT and the transformers encoders load pretrained weights (never a silent random init) and the header says
+    where they come from; the weight-free `classical` / `pixels` models are named in the header with the reason."""
+    import inspect
+
+    from torchvision.models import optical_flow
+
+    from newtonrewards.reward_models.flow.raft import RAFTFlow
+
+    reward = build_config(TrainConfig, str(recipe), {}).reward.reward
+    header = header_of(recipe)
+    if reward.flow_model == "raft":
+        kwargs = {name: p.default for name, p in inspect.signature(RAFTFlow).parameters.items()} | reward.flow_kwargs
+        assert kwargs["weights"] == "default", kwargs  # torchvision's pretrained weights
+        assert "weights" in reward.flow_kwargs  # and the recipe says so itself
+        url = getattr(optical_flow, f"Raft_{kwargs['variant'].capitalize()}_Weights").DEFAULT.url
+        assert url in header and url.rsplit("/", 1)[1] in header and "checkpoints" in header, header
+    else:
+        assert reward.flow_model == "classical" and "`classical` flow" in header and "no weights" in header, header
+    if reward.encoder == "pixels":
+        assert "`pixels` encoder" in header and "no weights" in header, header
+    else:
+        import importlib
+
+        default = importlib.import_module(f"newtonrewards.reward_models.encoders.{reward.encoder}").DEFAULT_MODEL
+        model = str(reward.encoder_kwargs.get("model", default))
+        assert model in header, (model, header)

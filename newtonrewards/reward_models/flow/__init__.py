@@ -14,7 +14,9 @@ Backends (a module is imported only when chosen):
     classical  embedded default, no weights: an accurate non-differentiable initial flow on the detached frames
                (DIS or Farneback, fused with template-matched moving regions for large motions of small objects),
                then differentiable Lucas-Kanade / Gauss-Newton refinement steps in torch.
-    raft       torchvision RAFT (`variant="large" | "small"`); weights from a local file or torchvision's download.
+    raft       torchvision RAFT (`variant="large" | "small"`) with torchvision's pretrained weights (`weights="default"`:
+               the torch hub cache, downloaded there when online; offline without them, one line says where to put
+               the file), a local .pth/.safetensors file, or `weights="random"` (asked for by name: tests, speed).
 
     >>> flow_model = make_flow_model("classical")
     >>> flow = flow_model(video)  # [B, T-1, 2, H, W]

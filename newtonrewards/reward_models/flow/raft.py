@@ -1,4 +1,11 @@
-"""torchvision RAFT as a frozen velocity proxy: any frame size, weights from a local file or torchvision's download.
+"""torchvision RAFT as a frozen velocity proxy: any frame size, torchvision's pretrained weights by default.
+
+Weights (`weights=`): "default" (the default) loads torchvision's pretrained weights for the variant from the torch
+hub cache, `torch.hub.get_dir()/checkpoints/<file name of the weights' URL>` (raft_large_C_T_SKHT_V2-ff5fadd5.pth,
+raft_small_C_T_V2-01064c6d.pth), downloading them there when download.pytorch.org is reachable; offline and not
+cached, it stops with one line naming the URL and the cache path to copy the file to. A path loads a local .pth /
+.safetensors state_dict. "random" (by name only) keeps torchvision's random initialisation: for tests and speed
+benchmarks, never for a reward that should measure motion.
 
 RAFT's 4-level correlation pyramid needs feature maps of at least 16 px (inputs of 128 px) and sides divisible by 8.
 Frames are padded (replicate, centred) to a multiple of 8 and at least 128 px per side, and the flow is cropped back:
@@ -6,7 +13,9 @@ building the model with fewer correlation levels would change the motion encoder
 weights would no longer load. Inputs are mapped from [0, 1] to RAFT's [-1, 1]. RAFT detaches its flow between
 updates (as in training), so the gradient reaches the pixels through the feature and context encoders.
 
+    >>> flow_model = make_flow_model("raft")                                   # pretrained RAFT-large
     >>> flow_model = make_flow_model("raft", variant="small", weights="raft_small.pth", num_flow_updates=12)
+    >>> flow_model = make_flow_model("raft", variant="small", weights="random")  # untrained, tests only
 """
 
 from __future__ import annotations
@@ -32,8 +41,10 @@ class RAFTFlow(FrozenFlowModel):
     """Frozen torchvision RAFT: video float [B, T, 3, H, W] in [0, 1] -> flow [B, T-1, 2, H, W] px/frame.
 
     variant:          "large" (5.3 M parameters) or "small" (1.0 M).
-    weights:          None (random init, for tests), a local .pth state_dict / .safetensors file, or "default"
-                      (torchvision's pretrained C+T+S+K+H weights for "large", C+T for "small"; downloaded once).
+    weights:          "default" (torchvision's pretrained weights: C+T fine-tuned on Sintel+KITTI+HD1K+Things for
+                      "large", C+T for "small"; from the torch hub cache, downloaded there once when online), a .pth /
+                      .safetensors state_dict, or "random" (untrained, for tests and speed benchmarks). None is
+                      refused: an untrained RAFT must be asked for by name.
     num_flow_updates: recurrent refinement iterations (12 is RAFT's default; 4 is ~2.5x cheaper).
     chunk_size:       frame pairs per RAFT call (None: all B*(T-1) pairs at once); bounds peak memory.
     """
@@ -41,7 +52,7 @@ class RAFTFlow(FrozenFlowModel):
     def __init__(
         self,
         variant: str = "large",
-        weights: str | Path | None = None,
+        weights: str | Path = "default",
         num_flow_updates: int = 12,
         chunk_size: int | None = None,
     ):
@@ -52,9 +63,15 @@ class RAFTFlow(FrozenFlowModel):
             raise ValueError(
                 f"raft: need num_flow_updates >= 1 and chunk_size >= 1, got {num_flow_updates} and {chunk_size}"
             )
+        if weights is None or not isinstance(weights, (str, Path)) or not str(weights):
+            raise UserError(
+                f"raft: weights={weights!r} is not a choice; pass 'default' (torchvision's pretrained weights), "
+                "a .pth/.safetensors file, or 'random' (untrained, for tests)"
+            )
         self.variant, self.num_flow_updates, self.chunk_size = variant, num_flow_updates, chunk_size
+        self.weights = str(weights)
         self.raft = getattr(optical_flow, f"raft_{variant}")(weights=None, progress=False)
-        if weights is not None:
+        if self.weights != "random":
             load_weights(self.raft, variant, weights)
         self.freeze()
 
@@ -108,7 +125,10 @@ def load_weights(raft: torch.nn.Module, variant: str, weights: str | Path) -> No
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict from a .safetensors file or a .pth/.pt file (torch.load with weights_only=True), on the CPU."""
     if not path.is_file():
-        raise UserError(f"raft: weights file {str(path)!r} does not exist (pass a .pth/.safetensors file or 'default')")
+        raise UserError(
+            f"raft: weights file {str(path)!r} does not exist (pass a .pth/.safetensors file, 'default' for "
+            "torchvision's pretrained weights, or 'random')"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -122,19 +142,25 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def default_weights(variant: str) -> tuple[str, Path]:
+    """URL of torchvision's pretrained weights for `variant` and the torch hub cache path they load from."""
+    url = getattr(optical_flow, f"Raft_{variant.capitalize()}_Weights").DEFAULT.url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
 def default_state_dict(variant: str) -> dict[str, torch.Tensor]:
-    """torchvision's pretrained weights: from the torch hub cache, else downloaded; offline, one clear error."""
+    """torchvision's pretrained weights: from the torch hub cache, else downloaded; offline, one clear line."""
     weights = getattr(optical_flow, f"Raft_{variant.capitalize()}_Weights").DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    url, cached = default_weights(variant)
     if cached.is_file():
-        return torch.load(cached, map_location="cpu", weights_only=True)
-    host = urlparse(weights.url).hostname
+        return read_state_dict(cached)
+    host = urlparse(url).hostname
     try:
         socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
+        reason = " ".join(f"{exc.__class__.__name__}: {exc}".split())  # one line whatever the OS said
         raise UserError(
-            f"raft: default weights for {variant!r} are not cached at {cached} and {host} is unreachable "
-            f"({exc.__class__.__name__}: {exc}); download {weights.url} on a connected machine and pass "
-            "weights=<path>, or copy it to that cache path"
+            f"raft: pretrained {variant!r} weights are not in the torch cache and {host} is unreachable ({reason}); "
+            f"download {url} on a connected machine and copy it to {cached}, or pass weights=<path to that file>"
         ) from None
     return weights.get_state_dict(progress=True, check_hash=True)
