@@ -60,7 +60,7 @@ RANGES: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]] | No
 }
 LAUNCH_ANGLE_DEG = (35.0, 65.0)  # parabolic throw, every split
 RAMP_ANGLE_DEG = (15.0, 30.0)  # both ramp primitives, every split
-RAMP_VIEW_MARGIN = 0.25  # m: the camera looks down on a ramp's slope from at least this far above the object
+RAMP_VIEW_MARGIN = 0.05  # m: on a ramp the camera sits at least this far above the plane of the slope
 MIN_RAMP_DOWN_ACCEL = 0.5  # m/s^2: (angle, mu) pairs that would barely move are resampled
 DENSITY = 500.0  # kg/m^3, sets the mass (which does not change the motion, but PyBullet needs it)
 
@@ -118,7 +118,7 @@ def sample_scene(settings: SceneSettings, split: str, primitive: str, index: int
     obj = _sample_object(rng, split, primitive, params)
     segments, ramp = _motion(rng, primitive, params, obj, settings.g, t_end)
     traj = physics.sample_segments(segments, physics.frame_times(settings.num_frames, settings.fps))
-    camera = _frame_camera(rng, settings, traj.position, obj, on_ramp=ramp is not None)
+    camera = _frame_camera(rng, settings, traj.position, obj, ramp)
     ground_name = str(rng.choice(list(GROUNDS)))
     ca, cb, _ = GROUNDS[ground_name]
     ground = GroundSpec(ground_name, ca, cb, float(rng.uniform(0.25, 0.6)))
@@ -258,12 +258,14 @@ def _slope_positions(rows, t_end: float) -> np.ndarray:
 
 
 def _frame_camera(
-    rng, settings: SceneSettings, positions: np.ndarray, obj: ObjectSpec, on_ramp: bool = False
+    rng, settings: SceneSettings, positions: np.ndarray, obj: ObjectSpec, ramp: RampSpec | None = None
 ) -> CameraSpec:
     """Place a shift-lens camera so the whole path (and the ground line under it) fills 60-80% of the frame.
 
-    On a ramp the camera sits at least RAMP_VIEW_MARGIN above the object's highest centre: from below, the ramp's
-    near side face (the prism is wider than the object) hides the object sliding on top of it.
+    On a ramp the camera sits at least RAMP_VIEW_MARGIN above the plane of the slope, extended to the camera's x
+    (`ramp_view_height`): from below that plane the ramp's near side face (the prism is wider than the object) hides
+    the object sliding on top of it; from above it, the straight line to any point on or above the slope runs above
+    the plane, so the prism, which lies below the plane, cannot cover it.
     """
     W, H = settings.width, settings.height
     radius = float(np.linalg.norm(obj.half_extents))
@@ -277,11 +279,17 @@ def _frame_camera(
     dist = max(extent_x * f / (fill * W), extent_z * f / (fill * H), 2.0)
     centre_x, centre_z = 0.5 * (lo[0] + hi[0]), 0.5 * (lo[2] + hi[2])
     cam_z = float(rng.uniform(0.4, 1.2))
-    if on_ramp:
-        cam_z = max(cam_z, float(positions[:, 2].max()) + RAMP_VIEW_MARGIN)
+    if ramp is not None:
+        cam_z = max(cam_z, ramp_view_height(ramp, float(centre_x)))
     cx = (W - 1) / 2.0
     cy = (H - 1) / 2.0 + f * (centre_z - cam_z) / dist
     return CameraSpec(W, H, f, f, cx, float(cy), (float(centre_x), -float(dist), cam_z))
+
+
+def ramp_view_height(ramp: RampSpec, x: float) -> float:
+    """The lowest camera height (m) at `x` from which the ramp's prism hides nothing on its slope: the slope's plane
+    there, plus RAMP_VIEW_MARGIN."""
+    return float(ramp.uphill * (x - ramp.foot_x) * math.tan(ramp.angle)) + RAMP_VIEW_MARGIN
 
 
 def _sample_light(rng) -> LightSpec:
