@@ -2,8 +2,9 @@
 
 Inputs are video files, folders searched recursively, clip folders or NewtonBench roots. With `bench`, a video whose
 clip id (file stem, or folder name for CLIP_ID/video.mp4) names a benchmark clip gets that clip as its reference for
-the mass term (precomputed features are used when `proxies extract` stored them). A clip that cannot be scored
-gets its error in the report; the run goes on and fails only if nothing could be scored.
+the mass term and the motion match (the summary `proxies extract` stored for this reward is used when there is one).
+A clip that cannot be scored gets its error in the report; the run goes on and fails only if nothing could be
+scored. `UNITS` says in words what each number is; docs/REWARDS.md says why.
 """
 
 from __future__ import annotations
@@ -20,14 +21,28 @@ from newtonrewards.errors import UserError
 from newtonrewards.rewards.composite import RewardConfig
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-COLUMNS = ("clip_id", "kinematic", "mass", "motion_floor", "total", "residual_abs_x", "residual_abs_y",
-           "residual_abs_x_norm", "residual_abs_y_norm", "motion", "frames", "width", "height", "path", "error")  # fmt: skip
+COLUMNS = ("clip_id", "kinematic", "mass", "motion_floor", "motion_match", "total", "events", "free_breaks",
+           "travel", "speed_scale", "residual_abs_x", "residual_abs_y", "residual_abs_x_norm", "residual_abs_y_norm",
+           "motion", "frames", "width", "height", "path", "error")  # fmt: skip
+# What each number is, for the default reward (kinematic_mode "contact", guard "travel"); scores.json also holds
+# the reward config, and other modes are described in rewards/kinematic.py.
 UNITS = {
-    "kinematic": "mean squared second difference of the flow, (px/frame^2)^2, motion-weighted",
-    "mass": "encoder token distance to the reference clip (absent: no reference)",
-    "motion_floor": "share of motion below the floor, 0 (moving) .. 1 (frozen)",
-    "residual_abs_x": "mean |flow second difference|, horizontal, px/frame^2",
-    "residual_abs_y": "mean |flow second difference|, vertical, px/frame^2",
+    "kinematic": "contact-aware kinematic term: mean L1 distance (frame by frame and accumulated over time) of the "
+    "object's per-frame acceleration from the best piecewise-constant acceleration whose breaks are landings or "
+    "stops, plus the cost of those breaks and of speed gained from nowhere, in units of the clip's speed (the "
+    "reference's with a reference) per frame; 0 = Newtonian",
+    "mass": "encoder token distance to the reference clip divided by that of the reference's own frozen first "
+    "frame: 1.0 = as far as freezing (absent: no reference)",
+    "motion_floor": "coherent-travel guard: 0 when the coherently moving region travels at least a tenth of the "
+    "image diagonal over the clip, 1 when nothing moves coherently (frozen, blank, noise)",
+    "motion_match": "mean log mismatch beyond 25% of travel, moving area and typical acceleration against the "
+    "reference (absent: no reference)",
+    "events": "breaks the kinematic fit took that physics explains (impacts, stops)",
+    "free_breaks": "breaks the kinematic fit took that no contact explains",
+    "travel": "coherent travel over the clip, px",
+    "speed_scale": "the clip's speed scale (support-weighted RMS speed of its coherent motion), px/frame",
+    "residual_abs_x": "mean |acceleration - fitted piecewise-constant acceleration|, horizontal, px/frame^2",
+    "residual_abs_y": "the same, vertical, px/frame^2",
     "residual_abs_x_norm": "residual_abs_x / width (the paper's normalised units)",
     "residual_abs_y_norm": "residual_abs_y / height",
     "motion": "mean flow magnitude over all pixels, px/frame",
@@ -72,7 +87,7 @@ def score(cfg: ScoreConfig, progress=None) -> dict:
     """Score every video; returns {"rows": [...], "config": ..., "scored": n, "failed": m}."""
     import torch
 
-    from newtonrewards.proxies.extract import load_reference_tokens
+    from newtonrewards.proxies.extract import load_reference_summary
     from newtonrewards.rewards.composite import NewtonReward
     from newtonrewards.video import read_video, to_float
 
@@ -96,13 +111,13 @@ def score(cfg: ScoreConfig, progress=None) -> dict:
             frames, _ = read_video(path)
             video = torch.from_numpy(to_float(frames))[None]
             row.update(frames=frames.shape[0], height=frames.shape[1], width=frames.shape[2])
-            ref_video, ref_tokens = None, None
+            ref_video, summary = None, None
             if clip_id in references:
-                ref_tokens = load_reference_tokens(references[clip_id], cfg.reward.encoder)
-                if ref_tokens is None:
+                summary = load_reference_summary(references[clip_id], cfg.reward)
+                if summary is None:
                     ref_video = torch.from_numpy(to_float(read_video(references[clip_id] / dataset.VIDEO_FILE)[0]))[None]
             with torch.no_grad():
-                _, diag = reward(video, reference=ref_video, reference_tokens=ref_tokens)
+                _, diag = reward(video, reference=ref_video, reference_summary=summary)
             row.update({k: _number(diag[k]) for k in COLUMNS if k in diag})
         except (UserError, ValueError) as exc:
             row["error"] = str(exc)
@@ -136,7 +151,7 @@ def write_report(result: dict, out: Path) -> tuple[Path, Path]:
 
 def format_table(rows: list[dict]) -> str:
     """A fixed-width table of the main terms, one clip per line (errors shown in place of numbers)."""
-    cols = ("kinematic", "mass", "motion_floor", "total", "residual_abs_x", "residual_abs_y", "motion")
+    cols = ("kinematic", "mass", "motion_floor", "motion_match", "total", "travel", "motion")
     width = max([len("clip")] + [len(r["clip_id"]) for r in rows])
     lines = [f"{'clip':<{width}}  " + "  ".join(f"{c:>14}" for c in cols)]
     for r in rows:

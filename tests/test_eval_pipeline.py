@@ -24,7 +24,7 @@ from newtonrewards.eval import pipeline
 from newtonrewards.eval.browser import check_page
 from newtonrewards.eval.pipeline import EvalConfig, evaluate
 from newtonrewards.eval.report import SECTIONS
-from newtonrewards.proxies.corruptions import HIDDEN_DEPTH
+from newtonrewards.proxies.twins import HIDDEN_DEPTH
 from newtonrewards.video import read_video, write_video
 
 pytestmark = pytest.mark.slow

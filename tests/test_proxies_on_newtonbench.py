@@ -1,13 +1,15 @@
-"""The proxies measure physics on NewtonBench `mini` test clips (256x256, 32 frames, decoded from H.264).
+"""The default reward prefers physics to every cheap video, on NewtonBench `mini` test clips (256x256, 32 frames,
+full length with landing and rest, decoded from H.264).
 
-One validation run (`proxies validate`, default reward) over the mini preset's test split backs every assertion.
+One `proxies validate` run (all twins of proxies/twins.py; references are H.264 re-encodes, never the clip itself)
+backs every assertion. docs/REWARDS.md has the same run on a second seed and on the OOD splits.
 """
 
 import pytest
 
 from newtonrewards.bench_gen.driver import PRESETS, BenchGenerateConfig, generate
-from newtonrewards.proxies.corruptions import LAW_BLIND, NON_CONSTANT_ACCELERATION
-from newtonrewards.proxies.validate import ValidateConfig, validate
+from newtonrewards.proxies.twins import TWINS, WITHOUT_REFERENCE
+from newtonrewards.proxies.validate import WINDOW_RATIO_LIMIT, ValidateConfig, validate, window_ratio, wins
 
 pytestmark = pytest.mark.slow
 
@@ -20,24 +22,29 @@ def report(tmp_path_factory):
 
 
 def test_classical_flow_recovers_the_image_plane_acceleration_within_15_percent(report):
-    for primitive, summary in report["summary"].items():
+    for primitive, summary in report["summary"]["primitives"].items():
         assert summary["accel_rel_error"] <= 0.15, (primitive, summary["accel_rel_error"])
-    assert {c["primitive"] for c in report["clips"] if "accel_rel_error" in c} == set(report["summary"])
 
 
-def test_kinematic_term_alone_ranks_the_truth_above_non_constant_acceleration_twins_in_95_percent_of_pairs(report):
-    pairs = [(c["clip_id"], kind, c["original"]["kinematic"] < c[kind]["kinematic"])
-             for c in report["clips"] if "original" in c for kind in NON_CONSTANT_ACCELERATION]
-    assert len(pairs) >= 24 and {p[1] for p in pairs} == set(NON_CONSTANT_ACCELERATION)
-    wins = sum(win for _, _, win in pairs)
-    assert wins >= 0.95 * len(pairs), [p for p in pairs if not p[2]]
+def test_every_twin_kind_was_played_against_every_clip(report):
+    assert len(report["clips"]) == 10
+    assert all(set(clip["twins"]) == set(TWINS) for clip in report["clips"])
 
 
-def test_law_blind_twins_are_caught_by_the_motion_floor_or_the_mass_term(report):
-    ranked = [c for c in report["clips"] if "original" in c]
-    assert len(ranked) >= 8
-    for clip in ranked:
-        for kind in LAW_BLIND:
-            twin, original = clip[kind], clip["original"]
-            caught = twin["motion_floor"] > original["motion_floor"] or twin["mass"] > original["mass"]
-            assert caught, (clip["clip_id"], kind, twin, original)
+def test_with_a_reference_the_truth_beats_99_percent_of_its_twins(report):
+    pairs = [(c["clip_id"], kind, wins(c, kind, True)) for c in report["clips"] for kind in c["twins"]]
+    assert len(pairs) == 10 * len(TWINS)
+    assert sum(w for _, _, w in pairs) >= 0.99 * len(pairs), [p for p in pairs if not p[2]]
+
+
+def test_without_a_reference_the_truth_beats_95_percent_of_the_twins_a_video_can_tell(report):
+    pairs = [(c["clip_id"], kind, wins(c, kind, False)) for c in report["clips"] for kind in WITHOUT_REFERENCE]
+    assert sum(w for _, _, w in pairs) >= 0.95 * len(pairs), [p for p in pairs if not p[2]]
+    for kind in ("frozen", "frozen_noise_1", "frozen_noise_3", "blank", "uniform_noise", "shuffled"):
+        assert all(wins(c, kind, False) for c in report["clips"]), kind  # the guards never let these through
+
+
+def test_landing_and_resting_cost_no_more_than_the_longest_constant_acceleration_window(report):
+    ratios = {c["clip_id"]: window_ratio(c) for c in report["clips"] if "window_kinematic" in c}
+    assert len(ratios) >= 8
+    assert all(r <= WINDOW_RATIO_LIMIT for r in ratios.values()), ratios

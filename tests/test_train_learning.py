@@ -1,5 +1,5 @@
-"""Learning, not plumbing (issue 5), in small: reward fine-tuning from an SFT checkpoint lowers the kinematic term of
-continuations of HELD-OUT clips (fixed seeds) while the mass term does not grow by more than 10%.
+"""Learning, not plumbing, in small: reward fine-tuning from an SFT checkpoint lowers the reward of continuations of
+HELD-OUT clips (fixed seeds) without winning by moving less or by drifting from the ground truth's pixels.
 
 The full-size check is benchmarks/learning_mini.py (docs/PERFORMANCE.md); this is a shorter run of the same recipes
 (configs/train/tiny_wan_learn_*.yaml) on a bench of 5-frame clips (2 train, 1 test per primitive) with a briefly
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 FRAMES = 5
 VAE_STEPS, SFT_STEPS, REWARD_STEPS = 60, 150, 30
 EVAL_SEEDS = (1234, 5678)
-TERMS = ("kinematic", "mass", "motion_floor", "motion")
+TERMS = ("total", "kinematic", "mass", "motion_floor", "motion_match", "motion", "travel_ratio", "pixel_l1")
 
 
 def mean_terms(results: list[dict]) -> dict:
@@ -59,9 +59,8 @@ def test_reward_fine_tuning_lowers_the_held_out_kinematic_term_and_keeps_the_mas
 
     before = mean_terms([reward_on_clips(str(sft), cfg, "test", seed=s) for s in EVAL_SEEDS])
     after = mean_terms([reward_on_clips(str(reward_run), cfg, "test", seed=s) for s in EVAL_SEEDS])
-    # measured: -26% (0.976 -> 0.723), mass -10%; with training seed 1: -7%, mass -11%. This short run is noisy
-    # (its SFT samples are mostly moving texture): reward 60 steps at batch 2 gave +35% / -14% on seeds 0 / 1.
-    assert after["kinematic"] < 0.95 * before["kinematic"], (before, after)
-    assert after["mass"] <= 1.1 * before["mass"], (before, after)
-    assert after["motion_floor"] <= before["motion_floor"] + 0.05, (before, after)  # it did not win by freezing
-    assert after["motion"] > 0.5 * before["motion"], (before, after)
+    assert after["total"] < 0.95 * before["total"], (before, after)  # what it optimises improves on held-out clips
+    # ... and not by the cheap ways: its motion against the ground truth's does not shrink, its frames do not drift
+    assert after["travel_ratio"] >= 0.8 * before["travel_ratio"], (before, after)
+    assert after["motion_floor"] <= before["motion_floor"] + 0.05, (before, after)
+    assert after["pixel_l1"] <= 1.1 * before["pixel_l1"], (before, after)

@@ -2,7 +2,7 @@
 
     newtonrewards proxies extract --bench nb-mini --split train --no-ray                 # tiny, CPU only
     newtonrewards proxies extract --bench /data/nb60k --split train --encoder vjepa2 --ray-address auto
-    newtonrewards proxies validate --bench nb-mini --split test --out validation.json
+    newtonrewards proxies validate --bench nb-mini --split test --out validation.json   # adversarial suite
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ def add_parser(verbs) -> None:
     sub = proxies.add_subparsers(dest="proxies_command", metavar="COMMAND")
     sub.required = True
 
-    ex = sub.add_parser("extract", help="store reference-clip features (and flows) next to each clip (resumable)")
+    ex = sub.add_parser("extract", help="store each clip's reference summary for the reward next to it (resumable)")
     ex.add_argument("--bench", required=True, help="NewtonBench root")
     ex.add_argument("--split", help="split (default train)")
-    ex.add_argument("--encoder", help="appearance encoder (default pixels)")
+    ex.add_argument("--encoder", help="appearance encoder of the reward (default pixels)")
     ex.add_argument("--model", help="encoder weights: hub id or local folder (transformers encoders)")
-    ex.add_argument("--flow", help="also store flows of this flow model")
+    ex.add_argument("--flow", help="flow model of the reward (default classical)")
     ex.add_argument("--workers", type=int, help="actors (default: one per GPU, else one per CPU)")
     ex.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     ex.add_argument("--no-ray", action="store_true", default=None, help="plain in-process loop")
@@ -32,7 +32,7 @@ def add_parser(verbs) -> None:
     ex.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any option")
     ex.set_defaults(run=run_extract)
 
-    va = sub.add_parser("validate", help="flow error, recovered accelerations and reward rankings per primitive")
+    va = sub.add_parser("validate", help="flow error, contacts and the adversarial suite: does the reward prefer physics to every cheap video?")
     va.add_argument("--bench", required=True, help="NewtonBench root")
     va.add_argument("--split", help="split (default test)")
     va.add_argument("--flow", help="flow model (default classical)")
@@ -46,10 +46,11 @@ def add_parser(verbs) -> None:
 def run_extract(args: argparse.Namespace) -> int:
     from newtonrewards.proxies.extract import ExtractConfig, extract
 
-    mapping = {"bench": "bench", "split": "split", "encoder": "encoder", "model": "encoder_kwargs.model",
-               "flow": "flow_model", "workers": "workers", "ray_address": "ray_address", "no_ray": "no_ray"}  # fmt: skip
+    mapping = {"bench": "bench", "split": "split", "encoder": "reward.encoder", "model": "reward.encoder_kwargs.model",
+               "flow": "reward.flow_model", "workers": "workers", "ray_address": "ray_address", "no_ray": "no_ray"}  # fmt: skip
     summary = extract(build_config(ExtractConfig, args.config, overrides_from_args(args, mapping)))
-    print(f"features: {summary['clips']} clips in {summary['root']} ({summary['new']} computed now)")
+    print(f"reference summaries: {summary['clips']} clips in {summary['root']} ({summary['new']} computed now), "
+          f"each CLIP/{summary['file']}")
     return 0
 
 

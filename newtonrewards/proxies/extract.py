@@ -1,98 +1,103 @@
-"""Reference features for the mass term, precomputed next to every NewtonBench clip (and optionally its flow).
+"""Reference summaries for the reward, precomputed next to every NewtonBench clip.
 
-Each clip folder gets `features-ENCODER.safetensors` (tokens [N, D]) and, if asked, `flow-FLOWMODEL.safetensors`
-(flow [T-1, 2, H, W], float16). Files are written under a temporary name and renamed, so a rerun skips finished clips
-and never reads half a file. Work runs on Ray actors that load the model once (one GPU each when the cluster has
-GPUs), or in-process with no_ray.
+What the reward needs of a reference clip (composite.summarize_reference: encoder tokens, the frozen reference's
+token distance, and the motion summary: travel, moving area, typical acceleration, speed scale) costs a flow and two
+encoder passes; it depends only on the clip and the reward's models and options. `extract` stores it once per clip
+as `reference-DIGEST.safetensors`, where DIGEST names the encoder and flow model with every option that changes the
+numbers (model ids included), so a summary made for another encoder, checkpoint or reward option is never read.
+Files are written under a temporary name and renamed, so a rerun skips finished clips and never reads half a file.
+Work runs on Ray actors that load the models once (one GPU each when the cluster has GPUs), or in-process.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from newtonrewards import dataset
 from newtonrewards.errors import UserError
+from newtonrewards.rewards.composite import RewardConfig
+
+# The reward options that change a reference summary (besides the models and their options).
+SUMMARY_OPTIONS = ("w_mass", "w_motion_match", "kinematic_mode", "guard", "motion_scale", "downsample",
+                   "texture_threshold", "mass_distance", "mass_calibration")  # fmt: skip
 
 
 @dataclass
 class ExtractConfig:
-    """`newtonrewards proxies extract`: which bench, split and models; where the work runs."""
+    """`newtonrewards proxies extract`: which bench and split, the reward whose references to summarise, where the
+    work runs."""
 
     bench: str = ""
     split: str = "train"
-    encoder: str = "pixels"
-    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
-    flow_model: str = ""  # "" stores no flow
-    flow_kwargs: dict[str, Any] = field(default_factory=dict)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     device: str = "auto"  # auto: cuda when visible, else cpu
     workers: int = 0  # actors; 0: one per GPU, or one per CPU when there is none
     ray_address: str = ""
     no_ray: bool = False
 
 
-def feature_path(clip_dir: Path, encoder: str) -> Path:
-    return clip_dir / f"features-{encoder}.safetensors"
+def summary_key(reward: RewardConfig) -> dict:
+    """Everything a reference summary depends on, as plain JSON."""
+    key = {name: getattr(reward, name) for name in SUMMARY_OPTIONS}
+    key.update(encoder=reward.encoder, encoder_kwargs=reward.encoder_kwargs, flow_model=reward.flow_model,
+               flow_kwargs=reward.flow_kwargs)  # fmt: skip
+    return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
-def flow_path(clip_dir: Path, flow_model: str) -> Path:
-    return clip_dir / f"flow-{flow_model}.safetensors"
+def summary_path(clip_dir: str | Path, reward: RewardConfig) -> Path:
+    """clip_dir/reference-DIGEST.safetensors, DIGEST: 12 hex digits of the summary key."""
+    digest = hashlib.sha256(json.dumps(summary_key(reward), sort_keys=True).encode()).hexdigest()[:12]
+    return Path(clip_dir) / f"reference-{digest}.safetensors"
 
 
-def load_reference_tokens(clip_dir: str | Path, encoder: str):
-    """Tokens [1, N, D] stored by `extract` for this clip and encoder, or None if there are none."""
+def load_reference_summary(clip_dir: str | Path, reward: RewardConfig):
+    """The stored summary of this clip for this reward ({name: tensor [1, ...]}), or None if there is none."""
     from safetensors.torch import load_file
 
-    path = feature_path(Path(clip_dir), encoder)
-    return load_file(str(path))["tokens"][None] if path.exists() else None
+    path = summary_path(clip_dir, reward)
+    return {k: v[None] for k, v in load_file(str(path)).items()} if path.exists() else None
 
 
 class Extractor:
-    """Loads the models once (a Ray actor or the in-process loop) and writes one clip's files per call."""
+    """Loads the reward's models once (a Ray actor or the in-process loop) and writes one clip's summary per call."""
 
     def __init__(self, cfg: ExtractConfig):
         import torch
 
-        from newtonrewards.reward_models.encoders import make_encoder
-        from newtonrewards.reward_models.flow import make_flow_model
+        from newtonrewards.rewards.composite import NewtonReward
 
         self.cfg = cfg
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-        self.encoder = make_encoder(cfg.encoder, **cfg.encoder_kwargs).to(self.device)
-        self.flow = make_flow_model(cfg.flow_model, **cfg.flow_kwargs).to(self.device) if cfg.flow_model else None
+        self.reward = NewtonReward(cfg.reward).to(self.device)
 
     def __call__(self, clip_dir: str) -> str:
-        """Compute and write the missing files of one clip; returns the clip folder."""
+        """Compute and write the summary of one clip unless it exists; returns the clip folder."""
         import torch
         from safetensors.torch import save_file
 
         from newtonrewards.video import read_video, to_float
 
-        clip = Path(clip_dir)
-        targets = [(feature_path(clip, self.cfg.encoder), self.encoder, "tokens")]
-        if self.flow is not None:
-            targets.append((flow_path(clip, self.cfg.flow_model), self.flow, "flow"))
-        targets = [t for t in targets if not t[0].exists()]
-        if not targets:
+        path = summary_path(clip_dir, self.cfg.reward)
+        if path.exists():
             return clip_dir
-        frames, _ = read_video(clip / dataset.VIDEO_FILE)
+        frames, _ = read_video(Path(clip_dir) / dataset.VIDEO_FILE)
         video = torch.from_numpy(to_float(frames))[None].to(self.device)
-        meta = {"encoder": self.cfg.encoder, "flow_model": self.cfg.flow_model, "clip": clip.name}
-        for path, model, key in targets:
-            with torch.no_grad():
-                out = model(video)[0].float().cpu()
-            tensor = out.half() if key == "flow" else out
-            tmp = path.with_name(f".{path.name}{dataset.TMP_MARK}{os.getpid()}")
-            save_file({key: tensor.contiguous()}, str(tmp), metadata=meta)
-            os.replace(tmp, path)
+        summary = self.reward.summarize_reference(video)
+        tensors = {k: v[0].float().cpu().contiguous() for k, v in summary.items()}
+        meta = {"clip": Path(clip_dir).name, "key": json.dumps(summary_key(self.cfg.reward), sort_keys=True)}
+        tmp = path.with_name(f".{path.name}{dataset.TMP_MARK}{os.getpid()}")
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
         return clip_dir
 
 
 def extract(cfg: ExtractConfig) -> dict:
-    """Write the reference features (and flows) of every clip of the split that lacks them; return a summary."""
+    """Write the reference summary of every clip of the split that lacks one; return a summary of the run."""
     if not cfg.bench:
         raise UserError("--bench is required (a NewtonBench root)")
     root = Path(cfg.bench)
@@ -100,18 +105,22 @@ def extract(cfg: ExtractConfig) -> dict:
     from newtonrewards.reward_models.encoders import encoder_names
     from newtonrewards.reward_models.flow import flow_model_names
 
-    if cfg.encoder not in encoder_names():
-        raise UserError(f"unknown encoder {cfg.encoder!r} (known: {', '.join(encoder_names())})")
-    if cfg.flow_model and cfg.flow_model not in flow_model_names():
-        raise UserError(f"unknown flow model {cfg.flow_model!r} (known: {', '.join(flow_model_names())})")
+    if cfg.reward.encoder not in encoder_names():
+        raise UserError(f"unknown encoder {cfg.reward.encoder!r} (known: {', '.join(encoder_names())})")
+    if cfg.reward.flow_model not in flow_model_names():
+        raise UserError(f"unknown flow model {cfg.reward.flow_model!r} (known: {', '.join(flow_model_names())})")
+    try:
+        cfg.reward.validate()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     clips = [root / r["path"] for r in sorted(rows, key=lambda r: r["clip_id"])]
     for clip in clips:  # a killed run's temporary files are never read; remove them
         for leftover in clip.glob(f".*{dataset.TMP_MARK}*"):
             leftover.unlink(missing_ok=True)
-    todo = [c for c in clips if not _done(c, cfg)]
+    todo = [c for c in clips if not summary_path(c, cfg.reward).exists()]
     from tqdm import tqdm
 
-    with tqdm(total=len(clips), initial=len(clips) - len(todo), unit="clip", desc="features", file=sys.stderr,
+    with tqdm(total=len(clips), initial=len(clips) - len(todo), unit="clip", desc="references", file=sys.stderr,
               mininterval=0.5) as bar:  # fmt: skip
         if cfg.no_ray or not todo:
             extractor = Extractor(cfg) if todo else None
@@ -120,11 +129,8 @@ def extract(cfg: ExtractConfig) -> dict:
                 bar.update(1)
         else:
             _extract_ray(cfg, todo, bar)
-    return {"root": str(root.resolve()), "clips": len(clips), "new": len(todo), "config": asdict(cfg)}
-
-
-def _done(clip: Path, cfg: ExtractConfig) -> bool:
-    return feature_path(clip, cfg.encoder).exists() and (not cfg.flow_model or flow_path(clip, cfg.flow_model).exists())
+    name = summary_path(".", cfg.reward).name
+    return {"root": str(root.resolve()), "clips": len(clips), "new": len(todo), "file": name, "config": asdict(cfg)}
 
 
 def _extract_ray(cfg: ExtractConfig, todo: list[Path], bar) -> None:

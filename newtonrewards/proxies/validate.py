@@ -1,17 +1,19 @@
-"""Do the proxies measure physics? Flow error against NewtonBench's exact flow, recovered accelerations, and rankings.
+"""Do the proxies measure physics? Flow error, recovered accelerations, contacts, and the adversarial suite.
 
-For every clip of a split: (1) end-point error of the flow model against the exact flow (object pixels, all pixels);
-(2) the image-plane acceleration recovered from the flow (mean flow over the object's true mask, differenced) against
-the exact one, in the first constant-acceleration segment; (3) on the longest constant-acceleration window, the clip
-against its re-rendered unphysical twins (proxies/corruptions.py): the kinematic term alone must rank the clip better
-than every twin whose acceleration is not constant, and the motion floor or the mass term must catch the twins a
-constant-acceleration law cannot tell apart (frozen, vanishing, constant velocity).
+For every clip of a split (full length, decoded from H.264):
+1. flow: end-point error of the flow model against the exact flow (object pixels, all pixels), and the image-plane
+   acceleration recovered from it (mean flow over the true mask, differenced) against the exact one;
+2. contacts: the kinematic term of the whole clip (landing, sliding to rest, stopping on a ramp) against the same
+   term on its longest constant-acceleration window alone; a contact-aware term keeps their ratio near 1;
+3. the adversarial suite (twins.py): the clip against each of its cheap twins, scored by the total reward with a
+   reference (the clip re-encoded, never the clip itself) and without one. The clip must win (score lower).
+   Win rates are reported per twin kind; without a reference only for the twins a reward can tell apart from the
+   video alone (`twins.WITHOUT_REFERENCE`, which says why the others cannot be).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,27 +22,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from newtonrewards import dataset, physics
+from newtonrewards import dataset
 from newtonrewards.bench_gen import scenes
 from newtonrewards.bench_gen.driver import recipe_from_dataset
-from newtonrewards.bench_gen.renderers import make_renderer
-from newtonrewards.proxies.corruptions import CORRUPTIONS, LAW_BLIND, NON_CONSTANT_ACCELERATION, corrupt_path, longest_moving_window
+from newtonrewards.proxies.twins import (
+    TWINS, WITHOUT_REFERENCE, as_video, longest_moving_window, make_twins, reference_of, to_hwc_float,
+)  # fmt: skip
 from newtonrewards.reward_models.flow import accuracy
-from newtonrewards.rewards.composite import RewardConfig, newton_loss, paper_kinematic
-from newtonrewards.video import read_video, to_float, write_video
+from newtonrewards.rewards.composite import NewtonReward, RewardConfig, newton_loss, paper_kinematic
+from newtonrewards.video import read_video
 
-PAPER_KINEMATIC = paper_kinematic()  # PAPER.md section 2
-TERMS = ("kinematic", "kinematic_paper")
+PAPER = paper_kinematic()  # PAPER.md section 2
+TERMS = ("total", "kinematic", "motion_floor", "mass", "motion_match", "events", "free_breaks", "speed_scale")
+WINDOW_RATIO_LIMIT = 1.5  # a whole clip's kinematic term may exceed its window's by at most this factor
 
 
 @dataclass
 class ValidateConfig:
-    """`newtonrewards proxies validate`: which bench and split, which proxies, where the report goes."""
+    """`newtonrewards proxies validate`: which bench and split, which reward, where the report goes."""
 
     bench: str = ""
     split: str = "test"
     reward: RewardConfig = field(default_factory=RewardConfig)  # the reward under test (its flow model and encoder)
-    min_window: int = 6  # frames: shorter constant-acceleration windows are left out of the ranking test
+    twins: list[str] = field(default_factory=lambda: list(TWINS))  # twin kinds of the suite ([] skips it)
+    min_window: int = 6  # frames: shorter constant-acceleration windows are left out of the contact check
     max_clips: int = 0  # 0: every clip of the split
     out: str = ""  # JSON report (optional)
 
@@ -56,112 +61,141 @@ def clip_flow_metrics(pred: np.ndarray, gt: dict) -> dict:
     return out
 
 
-def render_twin(recipe, spec, kind: str, start: int, length: int, px_per_m: float) -> np.ndarray:
-    """uint8 [length, H, W, 3]: the clip's window re-rendered with the corrupted path, through the same codec."""
-    times = physics.frame_times(spec.num_frames, spec.fps)[start : start + length]
-    positions = corrupt_path(kind, spec.segments, times, spec.fps, px_per_m, seed=spec.seed)
-    window_spec = dataclasses.replace(spec, num_frames=length)
-    traj = physics.Trajectory(times, positions, positions * 0, positions * 0, np.zeros(length, np.uint8),
-                              np.zeros(length, np.int16), np.zeros(0), ())  # fmt: skip
-    rgb = make_renderer(recipe.renderer, supersample=recipe.supersample).render(window_spec, traj).rgb
-    with tempfile.TemporaryDirectory() as tmp:
-        write_video(Path(tmp) / "twin.mp4", rgb, spec.fps, crf=recipe.crf)
-        return read_video(Path(tmp) / "twin.mp4")[0]
+def _numbers(diagnostics: dict) -> dict[str, float]:
+    return {k: float(diagnostics[k][0]) for k in TERMS if k in diagnostics}
 
 
-def reward_terms(frames: np.ndarray, reference_tokens, flow_model, encoder, cfg: RewardConfig) -> dict[str, float]:
-    """The reward's kinematic term, motion floor and mass term of one clip, plus the paper's plain Eulerian
-    residual (`kinematic_paper`) for comparison; no gradients."""
-    video = torch.from_numpy(to_float(frames))[None]
-    with torch.no_grad():
-        flow = flow_model(video)
-        _, diag = newton_loss(flow, cfg, encoder(video), reference_tokens, video)
-        _, paper = newton_loss(flow, PAPER_KINEMATIC)
-    return {"kinematic": float(diag["kinematic"][0]), "kinematic_paper": float(paper["kinematic"][0]),
-            "motion_floor": float(diag["motion_floor"][0]), "mass": float(diag["mass"][0])}  # fmt: skip
+@torch.no_grad()
+def score_candidate(reward: NewtonReward, frames: np.ndarray, reference: dict | None) -> dict[str, Any]:
+    """Reward terms of one candidate clip (float or uint8 [T, H, W, 3]) with and without the reference summary,
+    plus the paper's plain Eulerian kinematic term on the same flow; also returns the flow (numpy)."""
+    video = as_video(frames)
+    flow = reward.flow_model(video)
+    cfg = reward.cfg
+    tokens = reward.encoder(video) if cfg.w_mass > 0 and reference and "tokens" in reference else None
+    alone = _numbers(newton_loss(flow, cfg, video)[1])
+    out = {"without_reference": alone, "paper_kinematic": float(newton_loss(flow, PAPER)[1]["kinematic"][0])}
+    if reference is not None:
+        out["with_reference"] = _numbers(newton_loss(flow, cfg, video, tokens, reference)[1])
+    return {**out, "_flow": flow[0].numpy()}
 
 
-def validate_clip(root: Path, row: dict, recipe, flow_model, encoder, cfg: ValidateConfig) -> dict:
-    """All measurements of one clip: flow metrics, and the ranking against its twins when its window is long enough."""
+def validate_clip(root: Path, row: dict, recipe, reward: NewtonReward, other: np.ndarray | None,
+                  cfg: ValidateConfig) -> dict:  # fmt: skip
+    """All measurements of one clip (module docstring); `other` is another clip of the same primitive or None."""
     clip = root / row["path"]
     gt = dataset.load_gt(clip)
-    frames, _ = read_video(clip / dataset.VIDEO_FILE)
-    with torch.no_grad():
-        pred = flow_model(torch.from_numpy(to_float(frames))[None])[0].numpy()
-    result = {"clip_id": row["clip_id"], "primitive": row["primitive"], **clip_flow_metrics(pred, gt)}
+    frames, fps = read_video(clip / dataset.VIDEO_FILE)
+    reference = reward.summarize_reference(as_video(reference_of(frames, fps)))
+    original = score_candidate(reward, frames, reference)
+    result = {"clip_id": row["clip_id"], "primitive": row["primitive"], "split": row["split"]}
+    result.update(clip_flow_metrics(original.pop("_flow"), gt))
+    result["original"] = original
     start, length = longest_moving_window(gt["segment"], gt["phase"])
-    result["window"] = [start, length]
-    if length < cfg.min_window:
-        return result
-    spec = scenes.sample_scene(recipe.scene, row["split"], row["primitive"], row["index"])
-    depth = gt["position"][start, 1] - spec.camera.position[1]
-    original = frames[start : start + length]
-    with torch.no_grad():
-        reference_tokens = encoder(torch.from_numpy(to_float(original))[None])
-    result["original"] = reward_terms(original, reference_tokens, flow_model, encoder, cfg.reward)
-    for kind in CORRUPTIONS:
-        twin = render_twin(recipe, spec, kind, start, length, spec.camera.fx / depth)
-        result[kind] = reward_terms(twin, reference_tokens, flow_model, encoder, cfg.reward)
+    result["window"] = [int(start), int(length)]
+    if length >= cfg.min_window:
+        window = score_candidate(reward, frames[start : start + length], None)
+        result["window_kinematic"] = window["without_reference"]["kinematic"]
+    kinds = [k for k in cfg.twins if k != "other_clip" or other is not None]
+    if kinds:
+        spec = scenes.sample_scene(recipe.scene, row["split"], row["primitive"], row["index"])
+        twins = make_twins(recipe, spec, gt, frames, other, kinds)
+        result["twins"] = {}
+        for kind in kinds:
+            scored = score_candidate(reward, twins.pop(kind), reference)
+            scored.pop("_flow")
+            result["twins"][kind] = scored
     return result
 
 
-def summarize(results: list[dict]) -> dict[str, dict]:
-    """Per primitive: mean EPE, mean acceleration error, ranking win rates and which term catches which twin."""
+def wins(result: dict, kind: str, with_reference: bool) -> bool:
+    """Whether the clip beats its twin `kind` on the total reward (lower wins), with or without the reference."""
+    side = "with_reference" if with_reference else "without_reference"
+    return result["original"][side]["total"] < result["twins"][kind][side]["total"]
+
+
+def summarize(results: list[dict]) -> dict[str, Any]:
+    """Per primitive: flow accuracy and the contact check; per twin kind and overall: win rates."""
     by_primitive: dict[str, list[dict]] = defaultdict(list)
     for r in results:
         by_primitive[r["primitive"]].append(r)
-    summary = {}
+    primitives = {}
     for primitive, rs in sorted(by_primitive.items()):
         s: dict[str, Any] = {"clips": len(rs)}
         s["epe_object"] = float(np.mean([r["epe_object"] for r in rs]))
         s["epe_all"] = float(np.mean([r["epe_all"] for r in rs]))
         acc = [r["accel_rel_error"] for r in rs if "accel_rel_error" in r]
         s["accel_rel_error"] = float(np.mean(acc)) if acc else float("nan")
-        ranked = [r for r in rs if "original" in r]
-        s["ranked_clips"] = len(ranked)
-        for key in TERMS:
-            wins = [r["original"][key] < r[k][key] for r in ranked for k in NON_CONSTANT_ACCELERATION]
-            s[f"{key}_win_rate"] = float(np.mean(wins)) if wins else float("nan")
-        for kind in LAW_BLIND:
-            for term in ("motion_floor", "mass"):
-                caught = [r[kind][term] > r["original"][term] for r in ranked]
-                s[f"{kind}_caught_by_{term}"] = float(np.mean(caught)) if caught else float("nan")
-        summary[primitive] = s
-    return summary
+        ratios = [window_ratio(r) for r in rs if "window_kinematic" in r]
+        s["window_ratio_max"] = float(max(ratios)) if ratios else float("nan")
+        primitives[primitive] = s
+    twins: dict[str, dict] = {}
+    for kind in TWINS:
+        suite = [r for r in results if kind in r.get("twins", {})]
+        if not suite:
+            continue
+        entry = {"pairs": len(suite), "with_reference": float(np.mean([wins(r, kind, True) for r in suite]))}
+        if kind in WITHOUT_REFERENCE:
+            entry["without_reference"] = float(np.mean([wins(r, kind, False) for r in suite]))
+        twins[kind] = entry
+    pairs_ref = [wins(r, k, True) for r in results for k in r.get("twins", {})]
+    pairs_alone = [wins(r, k, False) for r in results for k in r.get("twins", {}) if k in WITHOUT_REFERENCE]
+    overall = {
+        "pairs_with_reference": len(pairs_ref),
+        "with_reference": float(np.mean(pairs_ref)) if pairs_ref else float("nan"),
+        "pairs_without_reference": len(pairs_alone),
+        "without_reference": float(np.mean(pairs_alone)) if pairs_alone else float("nan"),
+        "losses": [(r["clip_id"], k, side) for r in results for k in r.get("twins", {})
+                   for side in (True, False) if (side or k in WITHOUT_REFERENCE) and not wins(r, k, side)],
+    }  # fmt: skip
+    overall["losses"] = [(c, k, "with reference" if side else "without") for c, k, side in overall["losses"]]
+    return {"primitives": primitives, "twins": twins, "overall": overall}
+
+
+def window_ratio(result: dict) -> float:
+    """Kinematic term of the whole clip over that of its longest constant-acceleration window (no reference)."""
+    whole = result["original"]["without_reference"]["kinematic"]
+    return whole / max(result["window_kinematic"], 1e-12)
 
 
 def validate(cfg: ValidateConfig, progress=None) -> dict:
-    """Run every measurement over the split and return {"clips": [...], "summary": {primitive: {...}}}."""
-    from newtonrewards.reward_models.encoders import make_encoder
-    from newtonrewards.reward_models.flow import make_flow_model
-
+    """Run every measurement over the split and return {"config", "clips": [...], "summary": {...}}."""
+    unknown = sorted(set(cfg.twins) - set(TWINS))
+    if unknown:
+        raise ValueError(f"unknown twin kinds {unknown}; known: {', '.join(TWINS)}")
     root = Path(cfg.bench)
     info, rows = dataset.open_bench(root, cfg.split)
     rows = sorted(rows, key=lambda r: r["clip_id"])[: cfg.max_clips or None]
     recipe = recipe_from_dataset(info)
-    flow_model = make_flow_model(cfg.reward.flow_model, **cfg.reward.flow_kwargs)
-    encoder = make_encoder(cfg.reward.encoder, **cfg.reward.encoder_kwargs)
+    reward = NewtonReward(cfg.reward)
     results = []
     for row in rows:
-        results.append(validate_clip(root, row, recipe, flow_model, encoder, cfg))
+        same = [r for r in rows if r["primitive"] == row["primitive"]]
+        other_row = same[(same.index(row) + 1) % len(same)]
+        other = None
+        if other_row is not row:
+            other = to_hwc_float(read_video(root / other_row["path"] / dataset.VIDEO_FILE)[0])
+        results.append(validate_clip(root, row, recipe, reward, other, cfg))
         if progress:
             progress(1)
     return {"config": dataclasses.asdict(cfg), "clips": results, "summary": summarize(results)}
 
 
-def format_summary(summary: dict[str, dict]) -> str:
-    """Two tables: flow accuracy and kinematic ranking; then which term catches each law-blind twin."""
-    head = (f"{'primitive':<17} {'clips':>5} {'EPE obj':>8} {'EPE all':>8} {'accel err':>9} {'ranked':>6} "
-            f"{'kinematic wins':>14} {'paper Eulerian wins':>19}")  # fmt: skip
+def format_summary(summary: dict) -> str:
+    """Flow accuracy and contact check per primitive; win rates per twin kind; the overall win rates."""
+    head = (f"{'primitive':<17} {'clips':>5} {'EPE obj':>8} {'EPE all':>8} {'accel err':>9} "
+            f"{'whole/window max':>16}")  # fmt: skip
     lines = [head]
-    for p, s in summary.items():
-        lines.append(
-            f"{p:<17} {s['clips']:>5} {s['epe_object']:>8.3f} {s['epe_all']:>8.3f} {s['accel_rel_error']:>9.1%} "
-            f"{s['ranked_clips']:>6} {s['kinematic_win_rate']:>14.1%} {s['kinematic_paper_win_rate']:>19.1%}"
-        )
-    lines.append("")
-    lines.append(f"{'primitive':<17} " + " ".join(f"{k + ' (floor/mass)':>32}" for k in LAW_BLIND))
-    for p, s in summary.items():
-        cells = [f"{s[f'{k}_caught_by_motion_floor']:.0%} / {s[f'{k}_caught_by_mass']:.0%}" for k in LAW_BLIND]
-        lines.append(f"{p:<17} " + " ".join(f"{c:>32}" for c in cells))
+    for p, s in summary["primitives"].items():
+        lines.append(f"{p:<17} {s['clips']:>5} {s['epe_object']:>8.3f} {s['epe_all']:>8.3f} "
+                     f"{s['accel_rel_error']:>9.1%} {s['window_ratio_max']:>16.2f}")  # fmt: skip
+    lines += ["", f"{'truth beats its twin':<20} {'pairs':>5} {'with reference':>15} {'without':>8}"]
+    for kind, t in summary["twins"].items():
+        alone = f"{t['without_reference']:.0%}" if "without_reference" in t else "-"
+        lines.append(f"{kind:<20} {t['pairs']:>5} {t['with_reference']:>15.0%} {alone:>8}")
+    o = summary["overall"]
+    lines.append(f"{'all':<20} {o['pairs_with_reference']:>5} {o['with_reference']:>15.1%} "
+                 f"{o['without_reference']:>8.1%}  (without: {o['pairs_without_reference']} pairs that can be told)")
+    for clip_id, kind, side in o["losses"]:
+        lines.append(f"  lost: {clip_id} vs {kind} ({side})")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """NewtonBench clips as training / generation examples: frames resized and centre-cropped to the recipe's size.
 
 Each item: clip_id, prompt (meta.json "prompt"), video [T, 3, H, W] float32 in [0, 1] (the SFT target and the
-reward's reference clip), and ref_tokens [N, D] when `proxies extract` stored features that are valid for it (only
-when the clip is used at its native size, length and frame rate; otherwise the reward encodes the reference).
+reward's reference clip), and reference (the reward's reference summary, each entry [1, ...]) when `proxies extract`
+stored one for the stage's reward (only when the clip is used at its native size, length and frame rate; otherwise
+the reward summarises the reference clip itself).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ def resize_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class BenchClips(Dataset):
-    """Clips of one split of a NewtonBench root, sorted by clip id; `encoder` names the cached features to load."""
+    """Clips of one split of a NewtonBench root, sorted by clip id; `reward` (a RewardConfig) names the stored
+    reference summaries to load."""
 
     def __init__(self, root: str | Path, split: str, num_frames: int, height: int, width: int, frame_stride: int = 1,
-                 primitives: list[str] | None = None, max_clips: int = 0, encoder: str = "") -> None:  # fmt: skip
+                 primitives: list[str] | None = None, max_clips: int = 0, reward=None) -> None:  # fmt: skip
         self.root = Path(root)
         _, rows = dataset.open_bench(self.root, split)
         rows = sorted((r for r in rows if not primitives or r["primitive"] in primitives), key=lambda r: r["clip_id"])
@@ -44,7 +46,7 @@ class BenchClips(Dataset):
             raise UserError(f"{self.root}: no clips of split {split!r} for primitives {', '.join(primitives or [])}")
         self.rows = rows[:max_clips] if max_clips else rows
         self.num_frames, self.height, self.width, self.stride = num_frames, height, width, frame_stride
-        self.encoder = encoder
+        self.reward = reward
         self._cache: dict[int, dict] = {}
 
     def prompts(self) -> list[str]:
@@ -60,7 +62,7 @@ class BenchClips(Dataset):
         return self._cache[index]
 
     def _load(self, index: int) -> dict:
-        from newtonrewards.proxies.extract import load_reference_tokens
+        from newtonrewards.proxies.extract import load_reference_summary
         from newtonrewards.video import read_video, to_float
 
         row = self.rows[index]
@@ -77,13 +79,14 @@ class BenchClips(Dataset):
             "prompt": str(dataset.load_meta(clip).get("prompt", "")),
             "video": torch.from_numpy(to_float(frames)),  # [T, 3, H, W]
         }
-        tokens = load_reference_tokens(clip, self.encoder) if self.encoder and native and self.stride == 1 else None
-        if tokens is not None:
-            item["ref_tokens"] = tokens[0]
+        summary = load_reference_summary(clip, self.reward) if self.reward and native and self.stride == 1 else None
+        if summary is not None:
+            item["reference"] = summary
         return item
 
 
-def clips_from_config(data, encoder: str = "") -> BenchClips:
-    """BenchClips from a DataConfig (or GenerateConfig, which has the same fields)."""
+def clips_from_config(data, reward=None) -> BenchClips:
+    """BenchClips from a DataConfig (or GenerateConfig, which has the same fields); reward: whose stored reference
+    summaries to load (None: none)."""
     return BenchClips(data.bench, data.split, data.num_frames, data.height, data.width, data.frame_stride,
-                      data.primitives, data.max_clips, encoder)  # fmt: skip
+                      data.primitives, data.max_clips, reward)  # fmt: skip

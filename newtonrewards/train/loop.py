@@ -71,11 +71,12 @@ def build_adapter(cfg, device):
 
 
 def collate(items: list[dict]) -> dict:
-    """Batch of dataset items: tensors stacked, strings listed; ref_tokens only if every item has them."""
+    """Batch of dataset items: tensors stacked, strings listed; the stored reference summary only if every item has
+    one (its entries stacked: [B] scalars, [B, N, D] tokens)."""
     batch = {"clip_id": [it["clip_id"] for it in items], "prompt": [it["prompt"] for it in items],
              "video": torch.stack([it["video"] for it in items])}  # fmt: skip
-    if all("ref_tokens" in it for it in items):
-        batch["ref_tokens"] = torch.stack([it["ref_tokens"] for it in items])
+    if all("reference" in it for it in items):
+        batch["reference"] = {k: torch.cat([it["reference"][k] for it in items]) for k in items[0]["reference"]}
     return batch
 
 
@@ -102,8 +103,7 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
-    encoder = cfg.reward.reward.encoder if cfg.stage == "reward" and cfg.reward.reward.w_mass > 0 else ""
-    clips = clips_from_config(cfg.data, encoder)
+    clips = clips_from_config(cfg.data, cfg.reward.reward if cfg.stage == "reward" else None)
 
     # 1. model, LoRA, starting weights (one process per node first: it downloads or builds a tiny-* folder once)
     with accelerator.local_main_process_first():

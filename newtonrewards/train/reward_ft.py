@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOGGED_TERMS = ("kinematic", "mass", "motion_floor", "total", "motion")
+LOGGED_TERMS = ("kinematic", "mass", "motion_floor", "motion_match", "total", "motion", "travel", "speed_scale")
 
 
 def reward_view(video: torch.Tensor, frames: int, size: int) -> torch.Tensor:
@@ -46,9 +46,11 @@ class RewardStep:
         view = self.cfg.reward
         seen = reward_view(generated, view.frames, view.size)
         same_view = not view.frames and not view.size
-        tokens = batch.get("ref_tokens") if same_view else None
-        reference = None if tokens is not None else reward_view(batch["video"].to(seen.device), view.frames, view.size)
-        loss, diag = self.reward(seen, reference=reference, reference_tokens=tokens)
+        summary = batch.get("reference") if same_view else None
+        if summary is not None:
+            summary = {k: v.to(seen.device) for k, v in summary.items()}
+        reference = None if summary is not None else reward_view(batch["video"].to(seen.device), view.frames, view.size)
+        loss, diag = self.reward(seen, reference=reference, reference_summary=summary)
         logs = {k: diag[k].float().nanmean() if torch.is_tensor(diag[k]) else torch.tensor(float(diag[k]))
                 for k in LOGGED_TERMS if k in diag}  # fmt: skip
         logs["loss"] = loss.detach().mean()

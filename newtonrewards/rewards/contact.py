@@ -1,0 +1,139 @@
+"""The default kinematic term: contact-aware and scale-free, on the coherent motion of a clip.
+
+`motion_summary` measures what moves in a clip: per frame pair k, the object-level acceleration a_k (px/frame^2)
+of textured, valid, coherently moving tracks (`kinematic.track_accelerations` masked by `coherence.coherent_mask`)
+and how much it counts (w_k); per flow, the mean velocity V_k and speed of the coherent region and its support
+c_k = area / (area + SUPPORT_AREA); per clip, the speed scale (support-weighted RMS of |V_k|, px/frame) and the
+travel (sum of c_k times speed, px), which the guards read (guards.py).
+
+`contact_kinematic` is the distance to Newtonian motion in units of the clip's own speed (or its reference's):
+accelerations divided by the speed scale are fitted by the best piecewise-constant acceleration whose breaks are
+events physics allows (pieces.py), plus a launch term: a speed that more than doubles between two flows, by more
+than LAUNCH_MARGIN of the speed scale (an object that jumps, a shuffled clip, a launch from rest), gains energy from
+nowhere. Flows with no coherent motion count as rest (speed 0), so an object that reappears after being hidden is
+charged as a launch too. Dividing by the speed makes the term scale-free: a half-amplitude copy of a path scores as the path
+itself (its flow noise weighs more, so a little worse), and moving less never lowers it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from newtonrewards.rewards import pieces
+from newtonrewards.rewards.coherence import coherent_mask, motion_statistics
+from newtonrewards.rewards.kinematic import (
+    MOTION_SCALE, TEXTURE_THRESHOLD, downsample_flow, motion_weights, object_accelerations, track_accelerations,
+    trackable,
+)  # fmt: skip
+
+SUPPORT_AREA = 20.0  # px^2 of coherent motion at which a flow counts half
+MIN_SCALE = 0.5  # px/frame: the speed scale never falls below this (a still clip has nothing to normalise)
+LAUNCH_MARGIN = 0.5  # share of the speed scale by which a speed may more than double between two flows
+
+
+def motion_summary(
+    flow: torch.Tensor,
+    frames: torch.Tensor,
+    downsample: int = 2,
+    motion_scale: float = MOTION_SCALE,
+    texture_threshold: float = TEXTURE_THRESHOLD,
+) -> dict[str, torch.Tensor]:
+    """What moves coherently in a clip, at the reward's resolution (flow and frames average-pooled by `downsample`).
+
+    flow [B, T-1, 2, H, W] px/frame, frames [B, T, 3, H, W] in [0, 1]. Returns (px of the input resolution):
+    accel [B, K, 2] px/frame^2 and weights [B, K] (frame pairs, K = T - 2); velocity [B, K+1, 2] px/frame and
+    support [B, K+1] in [0, 1) (flows); area [B, K+1] px^2; scale [B] px/frame; travel [B] px; mean_area [B] px^2.
+    accel, velocity, scale and travel are differentiable through the flow; weights, support and areas are not.
+    """
+    mask = coherent_mask(frames, flow, downsample)
+    stats = motion_statistics(flow, mask, downsample)
+    accel, valid, speed = track_accelerations(downsample_flow(flow, downsample))
+    count = accel.shape[1]
+    weights = valid.to(flow.dtype) * motion_weights(speed * downsample, motion_scale) * mask[:, :count]
+    weights = weights * trackable(frames, texture_threshold, downsample)[:, :count]
+    accel, frame_weights = object_accelerations(accel * downsample, weights, area=downsample**2)
+    support = stats["area"] / (stats["area"] + SUPPORT_AREA)
+    total = support.sum(1).clamp_min(torch.finfo(flow.dtype).tiny)
+    scale = ((support * stats["velocity"].square().sum(-1)).sum(1) / total + 1e-12).sqrt().clamp_min(MIN_SCALE)
+    return {
+        "accel": accel,
+        "weights": frame_weights.detach(),
+        "velocity": stats["velocity"],
+        "support": support,
+        "area": stats["area"],
+        "scale": scale,
+        "travel": (support * stats["speed"]).sum(1),
+        "mean_area": (support * stats["area"]).sum(1) / total,
+    }
+
+
+def contact_kinematic(
+    summary: dict[str, torch.Tensor], speed_scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Contact-aware, scale-free kinematic loss [B] from a `motion_summary`, the typical acceleration [B], and
+    detached diagnostics.
+
+    speed_scale [B] px/frame: the unit of the residuals (default: the clip's own `scale`; with a reference, pass
+    the reference's, so that moving more cannot lower the term either). The loss is fit + launch (module doc), in
+    units of the speed scale per frame. The typical acceleration (px/frame^2, differentiable) is the weighted median
+    norm of the fitted piecewise acceleration, events left out (an impact frame kept in a piece does not move it). Diagnostics [B]: fit, launch, events, free_breaks,
+    accel_magnitude, residual_abs_x / residual_abs_y (weighted mean |a_k - fitted| in px/frame^2), scale.
+    """
+    scale = summary["scale"] if speed_scale is None else speed_scale.to(summary["scale"])
+    accel, weights = summary["accel"], summary["weights"]
+    batch = accel.shape[0]
+    fit, launch, magnitude = [], [], []
+    keys = ("events", "free_breaks", "residual_abs_x", "residual_abs_y")
+    diagnostics: dict[str, list] = {k: [] for k in keys}
+    for b in range(batch):
+        normalised = accel[b] / scale[b]
+        w = weights[b]
+        unit = w[w > 0].mean() if bool((w > 0).any()) else w.new_ones(())
+        speed = (_norm(summary["velocity"][b].detach()) * (summary["support"][b] > 0)) / scale[b].detach()
+        split = pieces.best_split(normalised.detach().cpu().double().numpy(), (w / unit).cpu().double().numpy(),
+                                  speed.cpu().double().numpy())  # fmt: skip
+        effective = (w.sum() / unit).clamp_min(1.0)
+        fit.append((pieces.split_cost(normalised, w / unit, split) + split.penalty) / effective)
+        launch.append(_launch(summary, b, scale[b]))
+        kept = torch.as_tensor(split.label >= 0, device=w.device).to(w.dtype) * w
+        norm = kept.sum().clamp_min(torch.finfo(w.dtype).tiny)
+        piecewise = pieces.fitted(accel[b], w, split)
+        magnitude.append(_weighted_median(_norm(piecewise), kept))
+        with torch.no_grad():
+            residual = (accel[b] - piecewise).abs() * kept[:, None]
+            diagnostics["events"].append(float(split.events))
+            diagnostics["free_breaks"].append(float(split.free_breaks))
+            diagnostics["residual_abs_x"].append(float(residual[:, 0].sum() / norm))
+            diagnostics["residual_abs_y"].append(float(residual[:, 1].sum() / norm))
+    fit_t, launch_t, magnitude_t = torch.stack(fit), torch.stack(launch), torch.stack(magnitude)
+    out = {k: torch.tensor(v, dtype=accel.dtype, device=accel.device) for k, v in diagnostics.items()}
+    out.update(fit=fit_t.detach(), launch=launch_t.detach(), scale=scale.detach(), accel_magnitude=magnitude_t.detach())
+    return fit_t + launch_t, magnitude_t, out
+
+
+def _launch(summary: dict[str, torch.Tensor], b: int, scale: torch.Tensor) -> torch.Tensor:
+    """Support-weighted mean over flows of relu(s_{k+1} - 2 max(s_k, s_{k-1}) - LAUNCH_MARGIN * scale) / scale of
+    clip b: a speed that more than doubles within two frames, by more than a share of the clip's speed, gains energy
+    from nowhere (a jump, a shuffled frame, a launch from rest); a constant force adds one frame's acceleration.
+    Taking the larger of the two previous speeds keeps one flow whose coherent motion was lost from reading as a
+    stop followed by a launch."""
+    support = summary["support"][b]
+    speed = _norm(summary["velocity"][b]) * (support > 0)
+    before = torch.maximum(speed[:-1], torch.cat((speed[:1], speed[:-2])))  # one lost flow is not a rest
+    growth = torch.relu(speed[1:] - 2 * before - LAUNCH_MARGIN * scale) / scale
+    return (support[1:] * growth).sum() / support.sum().clamp_min(torch.finfo(support.dtype).tiny)
+
+
+def _norm(vectors: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over the last dim with a finite gradient at zero."""
+    return (vectors.square().sum(-1) + 1e-12).sqrt()
+
+
+def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Lower weighted median of values [K] (0 when every weight is 0); the gradient reaches the selected value."""
+    if not bool((weights > 0).any()):
+        return values.sum() * 0
+    ordered, order = values.sort()
+    cumulative = weights[order].cumsum(0)
+    index = (cumulative < cumulative[-1] / 2).sum().clamp_max(len(values) - 1)
+    return ordered[index]
