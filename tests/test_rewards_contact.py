@@ -254,6 +254,7 @@ def clips():
 
     return {
         "physical": physical,
+        "physical_noise_3": (physical + noise(0.03, 8)).clamp(0, 1),
         "reference": (physical + noise(0.01, 9)).clamp(0, 1),
         "frozen": frozen.contiguous(),
         "frozen_noise_1": (frozen + noise(0.01, 1)).clamp(0, 1),
@@ -345,6 +346,14 @@ def test_physics_beats_the_cheap_twin_without_a_reference(scores, twin):
                                   "stopped", "half", "time_reversed", "pan", "noise_texture"])  # fmt: skip
 def test_physics_beats_the_cheap_twin_with_a_reference(scores, twin):
     assert scores["physical"]["with_reference"]["total"] < scores[twin]["with_reference"]["total"]
+
+
+@pytest.mark.parametrize("twin", ["frozen_noise_3", "uniform_noise", "shuffled"])
+def test_the_guards_hold_when_the_truth_is_noisy_too(scores, twin):
+    # The physical clip with the same +-3% noise still beats the noisy cheap videos, with and without a reference.
+    for side in ("alone", "with_reference"):
+        assert scores["physical_noise_3"][side]["total"] < scores[twin][side]["total"], side
+    assert scores["physical_noise_3"]["alone"]["motion_floor"].item() == 0
 
 
 def test_the_guards_name_what_they_catch(scores):
