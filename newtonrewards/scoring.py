@@ -115,7 +115,8 @@ def score(cfg: ScoreConfig, progress=None) -> dict:
             if clip_id in references:
                 summary = load_reference_summary(references[clip_id], cfg.reward)
                 if summary is None:
-                    ref_video = torch.from_numpy(to_float(read_video(references[clip_id] / dataset.VIDEO_FILE)[0]))[None]
+                    ref_frames = read_video(references[clip_id] / dataset.VIDEO_FILE)[0]
+                    ref_video = torch.from_numpy(to_float(ref_frames))[None]
             with torch.no_grad():
                 _, diag = reward(video, reference=ref_video, reference_summary=summary)
             row.update({k: _number(diag[k]) for k in COLUMNS if k in diag})

@@ -33,7 +33,9 @@ from newtonrewards.rewards.contact import contact_kinematic, motion_summary
 from newtonrewards.rewards.guards import (
     DEFAULT_FLOOR, DEFAULT_QUANTILE, MATCH_TOLERANCE, TRAVEL_RATE, motion_floor, motion_match, travel_floor,
 )  # fmt: skip
-from newtonrewards.rewards.kinematic import MIN_FLOWS, MODES, MOTION_SCALE, REDUCTIONS, TEXTURE_THRESHOLD, kinematic_loss
+from newtonrewards.rewards.kinematic import (
+    MIN_FLOWS, MODES, MOTION_SCALE, REDUCTIONS, TEXTURE_THRESHOLD, kinematic_loss,
+)  # fmt: skip
 from newtonrewards.rewards.mass import DISTANCES, freeze_scale, mass_loss
 
 MIN_FRAMES = MIN_FLOWS + 1  # the kinematic residual needs three flows

@@ -9,10 +9,10 @@ travel (sum of c_k times speed, px), which the guards read (guards.py).
 `contact_kinematic` is the distance to Newtonian motion in units of the clip's own speed (or its reference's):
 accelerations divided by the speed scale are fitted by the best piecewise-constant acceleration whose breaks are
 events physics allows (pieces.py), plus a launch term: a speed that more than doubles between two flows, by more
-than LAUNCH_MARGIN of the speed scale (an object that jumps, a shuffled clip, a launch from rest), gains energy from
-nowhere. Flows with no coherent motion count as rest (speed 0), so an object that reappears after being hidden is
-charged as a launch too. Dividing by the speed makes the term scale-free: a half-amplitude copy of a path scores as the path
-itself (its flow noise weighs more, so a little worse), and moving less never lowers it.
+than LAUNCH_MARGIN of the speed scale (an object that jumps, a shuffled clip, a launch from rest), gains energy
+from nowhere. Flows with no coherent motion count as rest (speed 0), so an object that reappears after being
+hidden is charged as a launch too. Dividing by the speed makes the term scale-free: a half-amplitude copy of a path
+scores as the path itself (its flow noise weighs more, so a little worse), and moving less never lowers it.
 """
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ def contact_kinematic(
     speed_scale [B] px/frame: the unit of the residuals (default: the clip's own `scale`; with a reference, pass
     the reference's, so that moving more cannot lower the term either). The loss is fit + launch (module doc), in
     units of the speed scale per frame. The typical acceleration (px/frame^2, differentiable) is the weighted median
-    norm of the fitted piecewise acceleration, events left out (an impact frame kept in a piece does not move it). Diagnostics [B]: fit, launch, events, free_breaks,
-    accel_magnitude, residual_abs_x / residual_abs_y (weighted mean |a_k - fitted| in px/frame^2), scale.
+    norm of the fitted piecewise acceleration, events left out (an impact frame kept in a piece does not move it).
+    Diagnostics [B]: fit, launch, events, free_breaks, accel_magnitude, residual_abs_x / residual_abs_y (weighted
+    mean |a_k - fitted| in px/frame^2), scale.
     """
     scale = summary["scale"] if speed_scale is None else speed_scale.to(summary["scale"])
     accel, weights = summary["accel"], summary["weights"]
