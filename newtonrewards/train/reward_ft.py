@@ -28,6 +28,22 @@ class RewardStep:
     def __init__(self, adapter, prompts, cfg, reward):
         self.adapter, self.prompts, self.cfg, self.reward = adapter, prompts, cfg, reward
         self.cond_pixels = adapter.cond_pixel_frames(cfg.conditioning.pixel_frames())
+        self.summaries: dict[str, dict] = {}  # clip id -> reference summary ([1, ...] entries), computed once
+
+    def reference_summary(self, batch: dict, device) -> dict:
+        """The reward's reference summary of the batch's clips: stored by `proxies extract` when the reward sees the
+        clip as stored, else computed from the clip's frames once per clip and kept (references do not change)."""
+        view = self.cfg.reward
+        if not view.frames and not view.size and "reference" in batch:
+            return {k: v.to(device) for k, v in batch["reference"].items()}
+        missing = [i for i, c in enumerate(batch["clip_id"]) if c not in self.summaries]
+        if missing:
+            videos = reward_view(batch["video"][missing].to(device), view.frames, view.size)
+            fresh = self.reward.summarize_reference(videos)
+            for row, i in enumerate(missing):
+                self.summaries[batch["clip_id"][i]] = {k: v[row : row + 1] for k, v in fresh.items()}
+        parts = [self.summaries[c] for c in batch["clip_id"]]
+        return {k: torch.cat([p[k] for p in parts]).to(device) for k in parts[0]}
 
     def generate(self, batch: dict, generator: torch.Generator, grad_last_k: int) -> torch.Tensor:
         """Decoded continuation [B, T, 3, H, W] in [0, 1] of the batch's conditioning frames and prompts."""
@@ -45,12 +61,7 @@ class RewardStep:
         generated = self.generate(batch, generator, self.cfg.sampling.grad_last_k)
         view = self.cfg.reward
         seen = reward_view(generated, view.frames, view.size)
-        same_view = not view.frames and not view.size
-        summary = batch.get("reference") if same_view else None
-        if summary is not None:
-            summary = {k: v.to(seen.device) for k, v in summary.items()}
-        reference = None if summary is not None else reward_view(batch["video"].to(seen.device), view.frames, view.size)
-        loss, diag = self.reward(seen, reference=reference, reference_summary=summary)
+        loss, diag = self.reward(seen, reference_summary=self.reference_summary(batch, seen.device))
         logs = {k: diag[k].float().nanmean() if torch.is_tensor(diag[k]) else torch.tensor(float(diag[k]))
                 for k in LOGGED_TERMS if k in diag}  # fmt: skip
         logs["loss"] = loss.detach().mean()
