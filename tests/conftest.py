@@ -1,4 +1,5 @@
-"""Test-wide environment: one thread per process, no network, a quiet Ray on loopback (see docs/ARCHITECTURE.md)."""
+"""Test-wide environment: one thread per process, no network, a quiet Ray on loopback (see docs/ARCHITECTURE.md);
+the headless browser the report tests need (skipped without one, unless NR_REQUIRE_BROWSER=1)."""
 
 import os
 
@@ -16,6 +17,31 @@ import cv2  # noqa: E402
 import pytest  # noqa: E402
 
 cv2.setNumThreads(1)
+
+
+REQUIRE_BROWSER = "NR_REQUIRE_BROWSER"  # "1": a missing browser fails the browser tests (set by .ci/run)
+
+
+def require_browser() -> str:
+    """Path of the headless Chromium the browser tests drive. Without one: a skip that says how to install it, so
+    the README's test command passes on a machine with no browser; a failure when NR_REQUIRE_BROWSER=1, so CI
+    cannot pass without having run them."""
+    from newtonrewards.errors import UserError
+    from newtonrewards.eval.browser import find_chromium
+
+    try:
+        return find_chromium()
+    except UserError as exc:
+        missing = str(exc)
+    if os.environ.get(REQUIRE_BROWSER) == "1":
+        pytest.fail(f"{missing} ({REQUIRE_BROWSER}=1: the browser tests must run)", pytrace=False)
+    pytest.skip(f"no headless browser: {missing}; {REQUIRE_BROWSER}=1 makes this a failure")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """`require_browser()` once per run; session scope, so a skip comes before any costly module fixture."""
+    return require_browser()
 
 
 @pytest.fixture(scope="session")

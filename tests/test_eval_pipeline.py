@@ -109,7 +109,7 @@ def test_the_embedded_tracker_on_ground_truth_videos_is_near_perfect(tracked_run
     assert overall["lost_fraction"]["mean"] < 0.05
 
 
-def test_report_loads_in_chromium_with_every_section_and_no_console_error(oracle_run):
+def test_report_loads_in_chromium_with_every_section_and_no_console_error(chromium, oracle_run):
     summary, out = oracle_run
     page = check_page(out / "report.html")
     assert page.errors == [] and page.broken_images == []

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import REQUIRE_BROWSER, require_browser
 
 from newtonrewards.cli import main as cli_main
 from newtonrewards.errors import UserError
@@ -68,7 +69,7 @@ def test_compare_averages_the_five_physics_metrics_per_primitive():
         compare.compare([run_summary("sft", base), run_summary("x", base, split="ood-height")])
 
 
-def test_compare_command_prints_the_table_and_writes_a_report_that_loads(tmp_path, capsys):
+def test_compare_command_prints_the_table_and_writes_a_report_that_loads(chromium, tmp_path, capsys):
     base = {"ramp_up": {m: 0.2 for m in PHYSICS}}
     ours = {"ramp_up": {**{m: 0.1 for m in PHYSICS}, "iou": 0.3}}
     for name, per in (("sft", base), ("ours", ours)):
@@ -88,7 +89,7 @@ def test_compare_command_prints_the_table_and_writes_a_report_that_loads(tmp_pat
     assert "no evaluation summary" in capsys.readouterr().err
 
 
-def test_the_page_checker_catches_script_errors_console_errors_and_broken_images(tmp_path):
+def test_the_page_checker_catches_script_errors_console_errors_and_broken_images(chromium, tmp_path):
     good = report._page(
         "ok",
         [
@@ -110,7 +111,7 @@ def test_the_page_checker_catches_script_errors_console_errors_and_broken_images
     assert any("boom" in e for e in page.errors) and any("missingFunction" in e for e in page.errors)
 
 
-def test_a_page_that_does_not_load_is_an_error(tmp_path, monkeypatch):
+def test_a_page_that_does_not_load_is_an_error(chromium, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no such page"):
         browser.check_page(tmp_path / "absent.html")
     monkeypatch.setattr(browser.Path, "is_file", lambda self: True)  # it vanished between the check and the load
@@ -121,6 +122,22 @@ def test_a_missing_chromium_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(browser.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="apt-get install -y chromium"):
         browser.find_chromium()
+
+
+def test_browser_tests_skip_without_a_browser_and_fail_instead_when_one_is_required(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser on this PATH, whatever the machine has installed
+    monkeypatch.delenv(REQUIRE_BROWSER, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"no headless browser: .*apt-get install -y chromium"):
+        require_browser()
+    monkeypatch.setenv(REQUIRE_BROWSER, "1")
+    with pytest.raises(pytest.fail.Exception, match=r"chromium: not found on PATH.*NR_REQUIRE_BROWSER=1"):
+        require_browser()
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert require_browser() == str(fake)
+    monkeypatch.setenv(REQUIRE_BROWSER, "0")
+    assert require_browser() == str(fake)
 
 
 def test_bar_chart_scales_bars_to_values():
