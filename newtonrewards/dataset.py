@@ -11,7 +11,7 @@ import io
 import json
 import os
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -99,8 +99,26 @@ def read_manifest(root: Path) -> list[dict]:
             missing = [k for k in MANIFEST_KEYS if not isinstance(row, dict) or k not in row]
             if missing:
                 raise UserError(f"{path}:{number}: corrupt manifest line (missing {', '.join(missing)})")
+            escape = _escape(row)
+            if escape:
+                raise UserError(f"{path}:{number}: refused manifest line ({escape}; a clip's path is relative to the "
+                                "dataset folder, like clips/SPLIT/PRIMITIVE/CLIP_ID)")  # fmt: skip
             rows.append(row)
     return rows
+
+
+def _escape(row: dict) -> str | None:
+    """Why a manifest row's clip_id or path would lead outside the dataset folder (None if neither does). Checked
+    once, as rows are read, since every reader joins ROOT / path and writes or reads files named by clip_id."""
+    clip_id, rel = row["clip_id"], row["path"]
+    if not isinstance(clip_id, str) or clip_id in ("", ".", "..") or any(c in clip_id for c in "/\\\0"):
+        return f"clip_id {clip_id!r} is not a plain file name"
+    if not isinstance(rel, str) or any(c in rel for c in "\\\0"):
+        return f"path {rel!r} is not a POSIX path"
+    parts = PurePosixPath(rel).parts
+    if PurePosixPath(rel).is_absolute() or ".." in parts or not parts:
+        return f"path {rel!r} is not inside the dataset folder"
+    return None
 
 
 def append_manifest_row(root: Path, row: dict) -> None:

@@ -18,6 +18,7 @@ from newtonrewards import dataset
 from newtonrewards.bench_gen import scenes
 from newtonrewards.bench_gen.driver import BenchGenerateConfig, generate, plan
 from newtonrewards.cli import main
+from newtonrewards.errors import UserError
 from newtonrewards.video import read_video
 
 TINY = dict(width=48, height=48, num_frames=6, max_distractors=1)
@@ -216,6 +217,36 @@ def test_a_corrupt_manifest_line_is_named_by_its_line_number(tmp_path, capsys):
     code, line = run_cli(capsys, "--out", str(out), "--counts", "train=2", "--primitives", "free_fall", "--no-ray",
                          "--width", "48", "--height", "48", "--frames", "6", "--set", "max_distractors=1")  # fmt: skip
     assert code == 2 and "manifest.jsonl:2: corrupt manifest line" in line
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("path", "../outside", "path '../outside' is not inside the dataset folder"),
+        ("path", "clips/test/../../../etc", "path 'clips/test/../../../etc' is not inside"),
+        ("path", "/etc", "path '/etc' is not inside the dataset folder"),
+        ("path", ".", "path '.' is not inside the dataset folder"),
+        ("path", "clips\\..\\..", "is not a POSIX path"),
+        ("clip_id", "../../x", "clip_id '../../x' is not a plain file name"),
+        ("clip_id", "..", "clip_id '..' is not a plain file name"),
+        ("clip_id", "/abs", "clip_id '/abs' is not a plain file name"),
+    ],
+)
+def test_a_manifest_row_pointing_outside_the_dataset_is_refused_where_rows_are_read(tmp_path, field, value, message):
+    root = tmp_path / "nb"
+    root.mkdir()
+    (root / dataset.DATASET_FILE).write_text(json.dumps({"format_version": dataset.FORMAT_VERSION}))
+    good = {k: 0 for k in dataset.MANIFEST_KEYS}
+    clip_id = "test-free_fall-000000"
+    good.update(clip_id=clip_id, split="test", path=dataset.clip_relpath("test", "free_fall", clip_id))
+    manifest = root / dataset.MANIFEST_FILE
+    manifest.write_text(json.dumps(good) + "\n")
+    assert dataset.open_bench(root, "test")[1] == [good]
+    manifest.write_text(json.dumps(good) + "\n" + json.dumps({**good, field: value}) + "\n")
+    for read in (lambda: dataset.read_manifest(root), lambda: dataset.open_bench(root, "test")):
+        with pytest.raises(UserError, match=r"manifest.jsonl:2: refused manifest line \(") as caught:
+            read()
+        assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_no_write_permission_is_one_clear_line():
