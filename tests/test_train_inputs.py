@@ -72,3 +72,32 @@ def test_cli_prints_one_line_and_exits_2(benches, tmp_path, capsys, no_models):
     code = main(["train", "sft", "--bench", str(benches[1]), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "no clips of split 'train'" in err
+
+
+@pytest.mark.parametrize("overrides, need, fix", [
+    ({"data.num_frames": 13}, "data.num_frames=13 x frame_stride 1 needs 13", "--set data.num_frames=9"),
+    ({"data.frame_stride": 2}, "data.num_frames=9 x frame_stride 2 needs 17", "--set data.num_frames=5"),
+])  # fmt: skip
+def test_a_recipe_longer_than_the_bench_clips_is_refused_before_any_model(overrides, need, fix, benches, tmp_path,
+                                                                            no_models):  # fmt: skip
+    """The bench's clips (dataset.json: 9 frames) are shorter than the recipe needs: one line naming the bench, its
+    clip length, the recipe's need and both fixes, not a failure at the first batch after the model is built."""
+    from newtonrewards.train.loop import train
+
+    with pytest.raises(UserError) as info:
+        train(recipe(tmp_path / "run", benches[0], tmp_path / "model", **overrides))
+    message = str(info.value)
+    assert f"bench {benches[0]} has 9-frame clips" in message and need in message and "\n" not in message
+    assert f"bench generate --frames {need.rsplit(' ', 1)[1]}" in message and fix in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_generate_refuses_more_frames_than_the_bench_clips_hold(benches, tmp_path, no_models):
+    from newtonrewards.config import build_config
+    from newtonrewards.train.config import GenerateConfig
+    from newtonrewards.train.generate import generate
+
+    cfg = build_config(GenerateConfig, None, {"out": str(tmp_path / "g"), "bench": str(benches[1]), "num_frames": 17})
+    with pytest.raises(UserError, match=r"has 9-frame clips .* num_frames=17 x frame_stride 1 needs 17; .*"
+                                        r"--set num_frames=9 "):  # fmt: skip
+        generate(cfg)

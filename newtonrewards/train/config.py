@@ -165,7 +165,31 @@ def validate_common(cfg, where: str) -> None:
         raise UserError(f"{where}: --bench is required (a NewtonBench root)")
     if not Path(data.bench).is_dir():
         raise UserError(f"{where}: bench root {data.bench} does not exist")
-    dataset.open_bench(data.bench, data.split)  # one line if there is no such split
+    info, _ = dataset.open_bench(data.bench, data.split)  # one line if there is no such split
+    prefix = "data." if hasattr(cfg, "data") else ""  # where the frame options live: train's data.*, generate's top
+    check_bench_frames(cls, where, data, (info.get("generator") or {}).get("num_frames"), prefix)
+
+
+def check_bench_frames(cls, where: str, data, clip_frames: int | None, prefix: str) -> None:
+    """Refuse a recipe that needs more frames per clip than the bench's clips hold (dataset.json generator.num_frames),
+    so a run stops here, not at its first batch after the model is built. `prefix`: "data." (train) or "" (generate)."""
+    need = (data.num_frames - 1) * data.frame_stride + 1
+    if clip_frames is None or clip_frames >= need:
+        return  # a bench without the generator's record: the loader checks each clip's length
+    fits = [n for n in range((clip_frames - 1) // data.frame_stride + 1, 0, -1) if _takes(cls, n, data)]
+    other = f" or --set {prefix}num_frames={fits[0]} (the longest {cls.name} takes from these clips)" if fits else ""
+    raise UserError(f"{where}: bench {data.bench} has {clip_frames}-frame clips (dataset.json generator.num_frames), "
+                    f"but {prefix}num_frames={data.num_frames} x frame_stride {data.frame_stride} needs {need}; "
+                    f"build one with `newtonrewards bench generate --frames {need} --out NEW_FOLDER`{other}")
+
+
+def _takes(cls, num_frames: int, data) -> bool:
+    """Whether adapter class `cls` takes clips of `num_frames` frames at the recipe's size."""
+    try:
+        cls.check_shape(num_frames, data.height, data.width)
+    except UserError:
+        return False
+    return True
 
 
 def validate_train(cfg: TrainConfig) -> None:
