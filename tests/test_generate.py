@@ -58,6 +58,25 @@ def test_generate_writes_every_planned_clip_with_its_files(small_dataset):
     assert not list(root.rglob(f"*{dataset.TMP_MARK}*"))
 
 
+def test_the_summary_says_clips_per_split_as_count_per_primitive_times_primitives(small_dataset, capsys):
+    cfg, _ = small_dataset
+    args = ["--counts", "test=2,ood-height=1,ood-speed=1,ood-friction=1", "--width", "48", "--height", "48",
+            "--frames", "6", "--set", "max_distractors=1", "--no-ray", "--out", str(cfg.out)]  # fmt: skip
+    assert main(["bench", "generate", *args]) == 0  # resumes the fixture's dataset: nothing left to make
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("NewtonBench: 24 clips in ") and "(0 made now, 24 already there)" in lines[0]
+    assert lines[1] == ("  per split: test 10 (2 per primitive x 5), ood-height 5 (1 per primitive x 5), "
+                        "ood-speed 5 (1 per primitive x 5), ood-friction 4 (1 per primitive x 4)")  # fmt: skip
+
+
+def test_the_help_says_counts_are_per_primitive(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0 and "clips PER PRIMITIVE per split" in text
+    assert "test=50 makes 50 x 5 primitives = 250 test clips" in text
+
+
 def test_ground_truth_arrays_have_the_documented_shapes(small_dataset):
     _, summary = small_dataset
     row = dataset.read_manifest(Path(summary["root"]))[0]

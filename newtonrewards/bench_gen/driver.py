@@ -138,7 +138,8 @@ def plan(cfg: BenchGenerateConfig) -> list[tuple[str, str, int]]:
 
 
 def generate(cfg: BenchGenerateConfig) -> dict:
-    """Validate, prepare the folder, make the missing clips, and return a summary."""
+    """Validate, prepare the folder, make the missing clips, and return a summary: clips per split, with the count per
+    primitive and the number of primitives behind each (free fall has no ood-friction clips)."""
     validate(cfg)
     root = Path(cfg.out).expanduser().resolve()
     info = {"format_version": dataset.FORMAT_VERSION, "newtonrewards_version": __version__, "generator": identity(cfg)}
@@ -162,8 +163,10 @@ def generate(cfg: BenchGenerateConfig) -> dict:
     info["clips"] = {s: per_split.get(s, 0) for s in counts_of(cfg)}
     info["complete"] = len(rows) == len(tasks)
     dataset.write_json_atomic(root / dataset.DATASET_FILE, info)
+    primitives = {s: sum(scenes.primitive_has_split(p, s) for p in cfg.primitives) for s in counts_of(cfg)}
     return {"root": str(root), "total": len(rows), "new": len(todo), "seconds": time.perf_counter() - start,
-            "per_split": info["clips"], "manifest": str(root / dataset.MANIFEST_FILE)}  # fmt: skip
+            "per_split": info["clips"], "per_primitive": counts_of(cfg), "primitives": primitives,
+            "manifest": str(root / dataset.MANIFEST_FILE)}  # fmt: skip
 
 
 def _check_output(root: Path, info: dict, wanted: set[str]) -> set[str]:

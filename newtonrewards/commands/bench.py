@@ -29,7 +29,8 @@ def add_parser(verbs) -> None:
     gen = sub.add_parser("generate", help="render NewtonBench clips (resumable; Ray by default)")
     gen.add_argument("--out", help="dataset folder (created; rerun the same command to resume)")
     gen.add_argument("--preset", help="mini (seconds) | full (NewtonBench-60K plus OOD splits); default mini")
-    gen.add_argument("--counts", help="clips per primitive per split, e.g. train=100,test=20 (replaces the preset)")
+    gen.add_argument("--counts", help="clips PER PRIMITIVE per split, e.g. train=100,test=20 (replaces the preset): "
+                     "test=50 makes 50 x 5 primitives = 250 test clips")  # fmt: skip
     gen.add_argument("--primitives", help="comma-separated subset of the five primitives")
     gen.add_argument("--seed", type=int, help="generator seed (default 0)")
     gen.add_argument("--frames", type=int, help="frames per clip (default 32)")
@@ -59,7 +60,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     cfg = build_config(BenchGenerateConfig, args.config, overrides_from_args(args, _GENERATE_FLAGS))
     summary = generate(cfg)
-    splits = ", ".join(f"{s} {n}" for s, n in summary["per_split"].items())
+    splits = ", ".join(f"{s} {n} ({summary['per_primitive'][s]} per primitive x {summary['primitives'][s]})"
+                       for s, n in summary["per_split"].items())  # fmt: skip
     print(f"NewtonBench: {summary['total']} clips in {summary['root']} ({summary['new']} made now, "
           f"{summary['total'] - summary['new']} already there) in {summary['seconds']:.1f} s")  # fmt: skip
     print(f"  per split: {splits}")
