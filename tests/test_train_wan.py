@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -187,3 +188,56 @@ def test_generate_writes_one_clip_per_test_clip_and_resumes(bench, tiny, tmp_pat
     again = generate(cfg)
     assert again == {"out": str(tmp_path / "gen"), "written": 1, "skipped": len(rows) - 1}
     assert (read_video(tmp_path / "gen" / f"{names[0]}.mp4")[0].astype(int) - first).__abs__().max() <= 3
+
+
+class _HookRecorder:
+    """Just enough of an Accelerator for checkpoint.register_hooks: keeps the hooks, unwraps nothing."""
+
+    def register_save_state_pre_hook(self, hook):
+        self.save = hook
+
+    def register_load_state_pre_hook(self, hook):
+        self.load = hook
+
+    def unwrap_model(self, model):
+        return model
+
+
+def test_trainable_weights_of_the_other_kind_are_refused_not_silently_skipped(bench, tiny, tmp_path):
+    """A LoRA checkpoint loaded into a full-weight setup (and the reverse) would load nothing under strict=False."""
+    from safetensors.torch import save_file
+
+    from newtonrewards.errors import UserError
+    from newtonrewards.train.checkpoint import CHECKPOINTS, TRAINABLE_FILE, load_trained, register_hooks
+    from newtonrewards.train.loop import build_adapter
+    from newtonrewards.train.lora import trainable_parameters
+
+    adapters = {kind: build_adapter(recipe(tmp_path, bench, tiny, **{"lora.enabled": kind == "LoRA"}), "cpu")
+                for kind in ("LoRA", "full")}  # fmt: skip
+    saved = {}
+    for kind, adapter in adapters.items():  # a checkpoint as the save hook writes it, with weights moved off init
+        saved[kind] = {n: p.detach() + 0.5 for n, p in trainable_parameters(adapter.trainable_module()).items()}
+        folder = tmp_path / kind / CHECKPOINTS / "step-0000001"
+        folder.mkdir(parents=True)
+        save_file(saved[kind], str(folder / TRAINABLE_FILE))
+    hooks = _HookRecorder()
+    register_hooks(hooks)
+    for found, want in (("LoRA", "full"), ("full", "LoRA")):
+        module = adapters[want].trainable_module()
+        before = {n: p.detach().clone() for n, p in module.named_parameters()}
+        file = tmp_path / found / CHECKPOINTS / "step-0000001" / TRAINABLE_FILE
+        message = (f"{file}: holds {found} weights ({len(saved[found])} tensors) but this model expects {want} "
+                   f"weights ({len(saved[want])} tensors)")  # fmt: skip
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_trained(adapters[want], tmp_path / found)  # init_from, generate
+        with pytest.raises(UserError, match=re.escape(message)):
+            hooks.load([module], str(file.parent))  # resuming a run
+        assert all(torch.equal(p, before[n]) for n, p in module.named_parameters())
+    fewer = build_adapter(recipe(tmp_path, bench, tiny, **{"lora.targets": ["to_q"]}), "cpu")  # other LoRA options
+    with pytest.raises(UserError, match=rf"{len(saved['LoRA'])} LoRA tensors where this model expects \d+ \(has e\.g\. "
+                                        r".*, which this model lacks\); was it written with other LoRA options"):
+        load_trained(fewer, tmp_path / "LoRA")
+    for kind, adapter in adapters.items():  # the matching kind loads every tensor
+        assert load_trained(adapter, tmp_path / kind) == kind.lower()
+        loaded = trainable_parameters(adapter.trainable_module())
+        assert loaded.keys() == saved[kind].keys() and all(torch.equal(loaded[n], saved[kind][n]) for n in loaded)

@@ -82,15 +82,35 @@ def register_hooks(accelerator) -> None:
         for i in range(len(models)):
             model = models.pop()
             module = accelerator.unwrap_model(model)
-            state = load_file(str(Path(input_dir) / (TRAINABLE_FILE if i == 0 else f"trainable_{i}.safetensors")))
-            missing = [n for n, p in module.named_parameters() if p.requires_grad and n not in state]
-            if missing:
-                raise UserError(f"{input_dir}: checkpoint lacks {len(missing)} trainable tensors (e.g. {missing[0]}); "
-                                "was it written with other LoRA options?")  # fmt: skip
+            path = Path(input_dir) / (TRAINABLE_FILE if i == 0 else f"trainable_{i}.safetensors")
+            state = load_file(str(path))
+            check_trainable_state(path, state, module)
             module.load_state_dict(state, strict=False)
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
+
+
+def check_trainable_state(path: Path, state: dict, module) -> None:
+    """Refuse trainable weights (trainable.safetensors) whose tensor names are not exactly what `module` trains: its
+    LoRA tensors when LoRA is attached, else all its parameters. Loading is `strict=False` (the frozen base weights are
+    not in the file), so a checkpoint of the other kind (LoRA vs full) or of other LoRA options would load nothing
+    and say nothing."""
+    from newtonrewards.train.lora import has_lora
+
+    lora = has_lora(module)
+    own = {n for n, _ in module.named_parameters() if ("lora_" in n) == lora}
+    missing, unexpected = sorted(own - state.keys()), sorted(state.keys() - own)
+    if not missing and not unexpected:
+        return
+    want, found = ("LoRA" if lora else "full"), ("LoRA" if any("lora_" in k for k in state) else "full")
+    if want != found:
+        fix = "enable lora with its rank" if found == "LoRA" else "disable lora (lora.enabled=false)"
+        raise UserError(f"{path}: holds {found} weights ({len(state)} tensors) but this model expects {want} weights "
+                        f"({len(own)} tensors); {fix} to load it")  # fmt: skip
+    example = f"lacks e.g. {missing[0]}" if missing else f"has e.g. {unexpected[0]}, which this model lacks"
+    raise UserError(f"{path}: {len(state)} {found} tensors where this model expects {len(own)} ({example}); was it "
+                    "written with other LoRA options or for another model?")  # fmt: skip
 
 
 def checkpoint_dirs(out: str | Path) -> list[Path]:
@@ -142,6 +162,7 @@ def load_trained(adapter, folder: str | Path) -> str:
         return "full"
     if (folder / TRAINABLE_FILE).exists():
         state = load_file(str(folder / TRAINABLE_FILE))
+        check_trainable_state(folder / TRAINABLE_FILE, state, module)
         module.load_state_dict(state, strict=False)
         return "lora" if has_lora(module) else "full"
     raise UserError(f"{folder}: no trained weights here (expected final/, a checkpoint, a LoRA file or transformer/)")
