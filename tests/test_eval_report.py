@@ -140,6 +140,41 @@ def test_browser_tests_skip_without_a_browser_and_fail_instead_when_one_is_requi
     assert require_browser() == str(fake)
 
 
+def test_metrics_read_with_their_unit_and_three_significant_digits():
+    diag = 500.0  # a 400x300 benchmark
+    assert report.format_metric("l2", 0.01, diag) == "5.00 px (1.00% of diag)"
+    assert report.format_metric("l2", 0.01) == "1.00% of diag"  # resolution unknown: no pixels
+    assert report.format_metric("chamfer", 0.0002088, math.hypot(256, 256)) == "0.0756 px (0.0209% of diag)"
+    assert report.format_metric("acceleration_rmse", 1.23456) == "1.23 px/frame\u00b2"
+    assert report.format_metric("velocity_rmse", 0.0) == "0 px/frame"
+    assert report.format_metric("psnr", 100.0) == "100 dB" and report.format_metric("psnr", 31.94) == "31.9 dB"
+    assert report.format_metric("iou", 0.91234) == "0.912" and report.format_metric("iou", 1.0) == "1.00"
+    assert report.format_metric("lost_fraction", 0.25) == "25.0%" and report.format_metric("iou", None) == "-"
+    assert report.format_metric("flicker", 1234.4) == "1234 grey levels"
+    assert report.number(2.5e-6) == "2.50e-06" and report.number(-0.5) == "-0.500" and report.number(None) == "-"
+    s = {"mean": 0.01, "std": 0.002, "ci_low": 0.008, "ci_high": 0.012, "n": 4}
+    assert report.format_stats("l2", s, diag) == (  # in px (the column header says so), then in % of the diagonal
+        "5.00 &plusmn; 1.0<br><small>= 1.00 &plusmn; 0.20% of diag</small><br><small>[4.00, 6.00] n=4</small>"
+    )
+    assert report.format_stats("psnr", {"mean": 30.0, "std": None, "ci_low": None, "ci_high": None, "n": 1}) == (
+        "30.0<br><small>n=1</small>"
+    )
+    assert [report.unit_of(m, diag) for m in ("l2", "iou", "psnr", "lost_fraction")] == ["px", "", "dB", "%"]
+    assert report.unit_of("l2") == "% of diag"
+
+
+def test_the_run_report_shows_l2_in_pixels_at_the_benchmark_resolution():
+    stats = {m: {"mean": 0.01, "std": 0.0, "ci_low": 0.01, "ci_high": 0.01, "n": 1} for m in PHYSICS}
+    summary = {"stats": {"free_fall": stats, "all": stats}, "metrics": list(PHYSICS), "bench": "b", "split": "test",
+               "videos": "v", "tracker": "embedded", "scored": 1, "failed": 0, "missing": [], "unmatched_files": [],
+               "units": {}, "errors": [], "warnings": [], "config": {}}  # fmt: skip
+    rows = [{"clip_id": "c", "primitive": "free_fall", **{m: 0.01 for m in PHYSICS}}]
+    page = report.render_run_report(summary, rows, {"c": (None, 400, 300)}, lambda clip_id: {})
+    assert "<td>5.00 &plusmn; 0<br><small>= 1.00 &plusmn; 0% of diag</small>" in page  # per primitive
+    assert "l2 &darr;<br><small>px</small>" in page and "in pixels at the benchmark's 400x300" in page
+    assert "l2 per primitive (px, 95% CI)" in page and "l2<br><small>px</small>" in page and "<td>5.00</td>" in page
+
+
 def test_bar_chart_scales_bars_to_values():
     svg = report.bar_chart_svg(["a", "b"], [("s", [1.0, 0.5], [0.9, 0.4], [1.1, 0.6])], "t", width=200, height=140)
     heights = [float(h) for h in __import__("re").findall(r'<rect [^>]*height="([\d.]+)"', svg)]

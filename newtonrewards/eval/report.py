@@ -5,7 +5,9 @@ Run report (`write_run_report`): per-primitive table of every metric (mean, std,
 chart per physics metric, trajectory overlays (generated vs ground-truth centroid track over the benchmark's first
 frame) and kinematic residual maps for the best and worst clips by L2 error, the per-clip table, and every per-clip
 error, warning, unmatched file and missing clip. Comparison report (`write_compare_report`): the paper's bar chart
-of relative change per primitive and run, and the per-metric table.
+of relative change per primitive and run, and the per-metric table. Numbers are shown in their units with three
+significant digits (`format_metric`, `format_stats`): L2 and Chamfer, stored as fractions of the image diagonal, in
+pixels at the benchmark's resolution and in % of the diagonal; the JSON and CSV keep the stored values.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import csv
 import html
 import io
+import math
 import os
 from pathlib import Path
 
@@ -33,15 +36,80 @@ table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th:first-child,td:first-child{text-align:left}
 th{background:#f3f3f3} table.clips,table.stats{font-size:11px} .err{color:#b00} .muted{color:#777}
+table.stats td{white-space:nowrap} .wide{overflow-x:auto}
 figure{display:inline-block;margin:.4em;vertical-align:top;text-align:center;font-size:12px}
 img.map{width:192px;image-rendering:pixelated;border:1px solid #ccc}
 section{margin-bottom:2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em}
 """
 
 
-def fmt(value, digits: int = 4) -> str:
-    """A number for a table cell ("-" when missing)."""
-    return "-" if value is None else f"{value:.{digits}g}"
+# How each metric reads in the report: (factor, unit) applied to its stored value (pipeline.UNITS says what it is).
+# L2 and Chamfer are stored as fractions of the image diagonal (PISA's protocol); the report shows them in pixels at
+# the benchmark's resolution, which a person can picture, and as a percentage of the diagonal, which papers quote.
+DISPLAY = {
+    "l2": (100.0, "% of diag"), "chamfer": (100.0, "% of diag"), "iou": (1.0, ""),
+    "velocity_rmse": (1.0, " px/frame"), "acceleration_rmse": (1.0, " px/frame\u00b2"), "kinematic": (1.0, ""),
+    "residual_abs_x": (1.0, " px/frame\u00b2"), "residual_abs_y": (1.0, " px/frame\u00b2"),
+    "motion": (1.0, " px/frame"), "motion_floor": (1.0, ""), "psnr": (1.0, " dB"), "ssim": (1.0, ""),
+    "flicker": (1.0, " grey levels"), "lost_fraction": (100.0, "%"),
+}  # fmt: skip
+DIAGONAL_METRICS = ("l2", "chamfer")
+DIGITS = 3  # significant digits of a mean; the clips behind it rarely support more
+
+
+def number(value: float | None, digits: int = DIGITS) -> str:
+    """`value` to `digits` significant digits in plain notation (0.0756, 3.62, 362), scientific only below 1e-4 or
+    from 1e6; "-" when missing."""
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    if magnitude < -4 or magnitude >= 6:
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{max(0, digits - 1 - magnitude)}f}"
+
+
+def views(metric: str, diagonal: float | None = None) -> list[tuple[float, str]]:
+    """The (factor, unit) ways `metric` is shown, the first the main one: L2 and Chamfer in px when the benchmark's
+    diagonal (px) is known, then in % of the diagonal; any other metric in its one unit."""
+    if metric in DIAGONAL_METRICS and diagonal:
+        return [(diagonal, " px"), DISPLAY[metric]]
+    return [DISPLAY.get(metric, (1.0, ""))]
+
+
+def format_metric(metric: str, value: float | None, diagonal: float | None = None, digits: int = DIGITS) -> str:
+    """A metric's value with its unit, e.g. l2 0.01 at 256x256 -> "3.62 px (1.00% of diag)"; "-" when missing."""
+    if value is None:
+        return "-"
+    shown = [number(value * factor, digits) + unit for factor, unit in views(metric, diagonal)]
+    return shown[0] + "".join(f" ({other})" for other in shown[1:])
+
+
+def unit_of(metric: str, diagonal: float | None = None) -> str:
+    """The main unit `metric` is shown in ("px", "dB", "%", "" for unitless), for a column header."""
+    return views(metric, diagonal)[0][1].strip()
+
+
+def format_stats(metric: str, s: dict, diagonal: float | None = None) -> str:
+    """A per-primitive table cell (HTML) in the metric's main unit, which the column header names (`unit_of`):
+    mean &plusmn; std, for L2 and Chamfer the same in % of the diagonal, then the 95% interval of the mean and n;
+    "-" when there is no mean."""
+    if s.get("mean") is None:
+        return "-"
+
+    def spread(factor: float) -> str:
+        std = "" if s.get("std") is None else f" &plusmn; {number(s['std'] * factor, 2)}"
+        return number(s["mean"] * factor) + std
+
+    (factor, _), *others = views(metric, diagonal)
+    lines = [spread(factor)] + [f"<small>= {spread(f)}{esc(u)}</small>" for f, u in others]
+    interval = ""
+    if s.get("ci_low") is not None and s.get("ci_high") is not None:
+        interval = f"[{number(s['ci_low'] * factor)}, {number(s['ci_high'] * factor)}] "
+    return "<br>".join(lines + [f"<small>{interval}n={s['n']}</small>"])
 
 
 def esc(text) -> str:
@@ -191,6 +259,9 @@ def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Pa
 
     stats, metric_names = summary["stats"], summary["metrics"]
     groups = sorted(g for g in stats if g != ALL) + [ALL]
+    sizes = {(width, height) for _, width, height in clips.values()}
+    size = sizes.pop() if len(sizes) == 1 else None  # the benchmark's resolution: L2 and Chamfer in pixels
+    diagonal = math.hypot(*size) if size else None
     overview = _table(
         ["", ""],
         [
@@ -205,35 +276,40 @@ def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Pa
         ],
     )
 
-    def cell(s: dict) -> str:
-        if s["mean"] is None:
-            return "-"
-        std = "" if s["std"] is None else f" &plusmn; {fmt(s['std'], 3)}"
-        return f"{fmt(s['mean'])}{std}<br><small>[{fmt(s['ci_low'], 3)}, {fmt(s['ci_high'], 3)}] n={s['n']}</small>"
+    def unit_note(metric):  # the unit under a column name
+        return f"<br><small>{esc(unit_of(metric, diagonal))}</small>" if unit_of(metric, diagonal) else ""
 
-    header = ["primitive"] + [f"{m} {'&uarr;' if m in HIGHER_IS_BETTER else '&darr;'}" for m in metric_names]
+    arrows = {m: "&uarr;" if m in HIGHER_IS_BETTER else "&darr;" for m in metric_names}
+    header = ["primitive"] + [f"{m} {arrows[m]}{unit_note(m)}" for m in metric_names]
+    in_px = f"in pixels at the benchmark's {size[0]}x{size[1]} and " if size else ""
     per_primitive = (
-        '<p class="muted">mean &plusmn; std, and the 95% bootstrap interval of the mean over clips '
-        "(&uarr; higher is better, &darr; lower is better).</p>"
+        '<p class="muted">mean &plusmn; std in the unit under each name, the 95% bootstrap interval of the mean over '
+        f"n clips (&uarr; higher is better, &darr; lower is better); L2 and Chamfer {in_px}in % of the image "
+        "diagonal.</p>"
     )
-    per_primitive += _table(header, [[esc(g)] + [cell(stats[g][m]) for m in metric_names] for g in groups], cls="stats")
+    body = [[esc(g)] + [format_stats(m, stats[g][m], diagonal) for m in metric_names] for g in groups]
+    per_primitive += f'<div class="wide">{_table(header, body, cls="stats")}</div>'
     per_primitive += (
         '<ul class="muted">'
         + "".join(f"<li><b>{esc(m)}</b>: {esc(summary['units'].get(m, ''))}</li>" for m in metric_names)
         + "</ul>"
     )
+
+    def in_unit(value, metric):  # a stored value in the metric's main unit (L2 in px, ...)
+        return None if value is None else value * views(metric, diagonal)[0][0]
+
     charts = "".join(
         bar_chart_svg(
             groups,
             [
                 (
                     m,
-                    [stats[g][m]["mean"] for g in groups],
-                    [stats[g][m]["ci_low"] for g in groups],
-                    [stats[g][m]["ci_high"] for g in groups],
+                    [in_unit(stats[g][m]["mean"], m) for g in groups],
+                    [in_unit(stats[g][m]["ci_low"], m) for g in groups],
+                    [in_unit(stats[g][m]["ci_high"], m) for g in groups],
                 )
             ],
-            f"{m} per primitive (95% CI)",
+            f"{m} per primitive ({unit_of(m, diagonal) + ', ' if unit_of(m, diagonal) else ''}95% CI)",
         )
         for m in PHYSICS
     )
@@ -246,7 +322,10 @@ def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Pa
     for kind, r in shown:
         arrays = artifacts(r["clip_id"])
         clip_dir, width, height = clips[r["clip_id"]]
-        caption = f"{kind}: {esc(r['clip_id'])}<br>L2 {fmt(r.get('l2'), 3)}, IoU {fmt(r.get('iou'), 3)}"
+        caption = (
+            f"{kind}: {esc(r['clip_id'])}<br>L2 {esc(format_metric('l2', r.get('l2'), diagonal))}, "
+            f"IoU {format_metric('iou', r.get('iou'))}"
+        )
         if "track" in arrays:
             svg = trajectory_svg(arrays["truth_track"], arrays["track"], width, height, _first_frame(clip_dir))
             traj += f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
@@ -254,7 +333,8 @@ def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Pa
             src = png_base64(colourise(residuals[r["clip_id"]], scale))
             maps += (
                 f'<figure><img class="map" alt="residual map of {esc(r["clip_id"])}" src="{src}">'
-                f"<figcaption>{caption}<br>kinematic {fmt(r.get('kinematic'), 3)}</figcaption></figure>"
+                f"<figcaption>{caption}<br>kinematic {format_metric('kinematic', r.get('kinematic'))}</figcaption>"
+                "</figure>"
             )
     traj = (
         '<p class="muted">Centroid tracks over the benchmark\'s first frame: ground truth green (solid), generated '
@@ -265,12 +345,12 @@ def render_run_report(summary: dict, rows: list[dict], clips: dict[str, tuple[Pa
         f"pixel (inferno colour map, black 0, yellow &ge; {scale:.3g} px/frame&sup3;).</p>"
         + (maps or "<p>no clip scored</p>")
     )
-    clip_cols = ["clip_id", "primitive", *metric_names]
+    clip_cols = ["clip_id", "primitive"] + [f"{esc(m)}{unit_note(m)}" for m in metric_names]
     clips = _table(
         clip_cols + ["note"],
         [
             [esc(r["clip_id"]), esc(r["primitive"])]
-            + [fmt(r.get(m)) for m in metric_names]
+            + [number(in_unit(r.get(m), m)) for m in metric_names]
             + [f'<span class="err">{esc(r["error"])}</span>' if "error" in r else esc("; ".join(r.get("warnings", [])))]
             for r in rows[:MAX_CLIP_ROWS]
         ],
@@ -397,7 +477,8 @@ def render_compare_report(result: dict) -> str:
         body = [
             [esc(g)]
             + [
-                f"{fmt(result['metrics'][r][g][m]['value'])} ({_pct(result['metrics'][r][g][m]['change'])})"
+                f"{esc(format_metric(m, result['metrics'][r][g][m]['value']))} "
+                f"({_pct(result['metrics'][r][g][m]['change'])})"
                 for r in runs
             ]
             for g in groups
