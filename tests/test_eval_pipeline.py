@@ -97,6 +97,7 @@ def test_ground_truth_against_itself_scores_exact_zeros_and_iou_one(oracle_run):
     assert len(rows) == 5 and all((out / pipeline.TRACKS_DIR / f"{r['clip_id']}.npz").exists() for r in rows)
     csv_lines = (out / "per_clip.csv").read_text().splitlines()
     assert len(csv_lines) == 6 and csv_lines[0].startswith("clip_id,primitive,l2,chamfer,iou")
+    assert "lost_fraction,fallback_frames" in csv_lines[0] and all(r["fallback_frames"] is None for r in rows)
 
 
 def test_the_embedded_tracker_on_ground_truth_videos_is_near_perfect(tracked_run):
@@ -107,6 +108,9 @@ def test_the_embedded_tracker_on_ground_truth_videos_is_near_perfect(tracked_run
     assert overall["iou"]["mean"] > 0.8
     assert overall["velocity_rmse"]["mean"] < 0.5 and overall["acceleration_rmse"]["mean"] < 0.8  # px/frame(^2)
     assert overall["lost_fraction"]["mean"] < 0.05
+    coverage = summary["coverage"]["all"]
+    assert coverage["scored"] == 5 and coverage["fallback_frame_share"] is not None  # counted, whatever it is
+    assert coverage["lost_frame_share"] == pytest.approx(overall["lost_fraction"]["mean"])  # same frame counts
 
 
 def test_report_loads_in_chromium_with_every_section_and_no_console_error(chromium, oracle_run):
@@ -272,7 +276,8 @@ def test_ray_tasks_give_the_same_rows_as_the_in_process_loop(bench, oracle_run, 
     in_process = {r["clip_id"]: r for r in _rows(oracle_run[1])}
     for r in _rows(tmp_path / "out"):
         for m in pipeline.METRICS:
-            assert r[m] == pytest.approx(in_process[r["clip_id"]][m], rel=1e-6, abs=1e-9), (r["clip_id"], m)
+            expected = in_process[r["clip_id"]][m]  # None: no such value (fallback_frames without a tracker)
+            assert r[m] == (expected and pytest.approx(expected, rel=1e-6, abs=1e-9)), (r["clip_id"], m)
 
 
 def _rows(out):
@@ -305,9 +310,15 @@ def test_lost_frames_count_as_iou_zero_and_an_object_lost_everywhere_is_an_error
     shutil.copy(clips[clip_id] / dataset.VIDEO_FILE, tmp_path / f"{clip_id}.mp4")
     truth = pipeline.load_truth_masks(clips[clip_id])
     cfg = EvalConfig(bench=str(root), videos=str(tmp_path), out=str(tmp_path / "a"), visual=False)
-    (row,) = _rows(Path(evaluate(cfg, tracker=LosingTracker(truth, range(24, 32)))["files"]["summary"]).parent)
+    summary = evaluate(cfg, tracker=LosingTracker(truth, range(24, 32)))
+    (row,) = _rows(Path(summary["files"]["summary"]).parent)
     assert row["iou"] == pytest.approx(24 / 32) and row["lost_fraction"] == pytest.approx(8 / 32)
     assert row["l2"] == 0.0 and row["velocity_rmse"] == 0.0  # lost frames are left out, not counted as zero error
+    # what the averages leave out is in the summary's coverage: the four clips with no video, the lost frames
+    assert summary["coverage"]["all"] == {"clips": 5, "scored": 1, "failed": 0, "missing": 4,
+                                          "lost_frame_share": pytest.approx(8 / 32), "fallback_frame_share": None}
+    assert summary["coverage"]["parabolic_throw"]["scored"] == 1 and summary["coverage"]["ramp_up"]["missing"] == 1
     cfg = EvalConfig(bench=str(root), videos=str(tmp_path), out=str(tmp_path / "b"), visual=False)
     summary = evaluate(cfg, tracker=LosingTracker(truth, range(1, 32)))
     assert summary["scored"] == 0 and "no visible object" in summary["errors"][0]["error"]
+    assert summary["coverage"]["all"]["failed"] == 1 and summary["coverage"]["all"]["lost_frame_share"] is None

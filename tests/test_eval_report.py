@@ -18,12 +18,26 @@ JOB = ClipJob(
 
 
 def run_summary(name, per_primitive, split="test"):
-    """A minimal evaluation summary whose metric means are given per primitive ({primitive: {metric: mean}})."""
-    stats = {
-        g: {m: {"mean": v, "std": 0.0, "ci_low": v, "ci_high": v, "n": 4} for m, v in per.items()}
-        for g, per in per_primitive.items()
-    }
-    return {"name": name, "split": split, "stats": stats}
+    """A minimal evaluation run of one scored clip per primitive, whose metrics are given ({primitive: {metric:
+    value}}; an "all" entry is ignored), with its rows, statistics and coverage as `eval` writes them."""
+    rows = [{"clip_id": f"{split}-{p}-000000", "primitive": p, **per} for p, per in per_primitive.items() if p != "all"]
+    return run_of(name, rows, split=split)
+
+
+def run_of(name, rows, missing=(), split="test", frames=8):
+    """An evaluation run (summary with `rows`, as `compare.load_run` returns it) of these clip rows; `missing`:
+    (clip id, primitive) of benchmark clips that had no video."""
+    bench = [{"clip_id": r["clip_id"], "primitive": r["primitive"], "num_frames": frames} for r in rows]
+    bench += [{"clip_id": c, "primitive": p, "num_frames": frames} for c, p in missing]
+    return {"name": name, "split": split, "stats": aggregate.aggregate(rows, PHYSICS, samples=10), "rows": rows,
+            "coverage": aggregate.coverage(rows, bench, [c for c, _ in missing]), "missing": [c for c, _ in missing]}
+
+
+def write_run(folder, run) -> None:
+    """The run's summary.json and results.jsonl, as `newtonrewards eval --out folder` leaves them."""
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({k: v for k, v in run.items() if k != "rows"}))
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run["rows"]))
 
 
 def test_stats_mean_std_and_interval_in_closed_form():
@@ -73,9 +87,7 @@ def test_compare_command_prints_the_table_and_writes_a_report_that_loads(chromiu
     base = {"ramp_up": {m: 0.2 for m in PHYSICS}}
     ours = {"ramp_up": {**{m: 0.1 for m in PHYSICS}, "iou": 0.3}}
     for name, per in (("sft", base), ("ours", ours)):
-        (tmp_path / name).mkdir()
-        per["all"] = per["ramp_up"]
-        (tmp_path / name / "summary.json").write_text(json.dumps(run_summary(name, per)))
+        write_run(tmp_path / name, run_summary(name, per))
     code = cli_main(["eval", "compare", str(tmp_path / "sft"), str(tmp_path / "ours"), "--out", str(tmp_path / "cmp")])
     printed = capsys.readouterr().out
     assert code == 0 and "+50.0%" in printed.splitlines()[3]  # ramp_up: four errors halved, IoU +50%
@@ -87,6 +99,58 @@ def test_compare_command_prints_the_table_and_writes_a_report_that_loads(chromiu
     )
     assert cli_main(["eval", "compare", str(tmp_path / "nothing")]) == 2
     assert "no evaluation summary" in capsys.readouterr().err
+
+
+def test_compare_uses_the_clips_every_run_scored_and_prints_each_runs_coverage(tmp_path, capsys):
+    """Run B fails (or has no video for) the two hard clips that run A scored badly, and is a little worse than A on
+    the two it kept: averaged over its own clips it would look far better; compared on the clips both scored it is
+    worse, and the table shows each run's scored / failed / missing clips and lost / fallback frame shares."""
+    ids = [f"test-ramp_up-00000{i}" for i in range(4)]
+    easy, hard = {m: 0.1 for m in PHYSICS}, {m: 0.5 for m in PHYSICS}
+    easy["iou"], hard["iou"] = 0.8, 0.2
+    a_rows = [{"clip_id": c, "primitive": "ramp_up", **(easy if i < 2 else hard), "lost_fraction": 0.25 * (i >= 2),
+               "fallback_frames": 0} for i, c in enumerate(ids)]  # fmt: skip
+    worse = {**{m: 0.12 for m in PHYSICS}, "iou": 0.75}
+    b_rows = [{"clip_id": c, "primitive": "ramp_up", **worse, "lost_fraction": 0.0, "fallback_frames": 2}
+              for c in ids[:2]]  # fmt: skip
+    b_rows.append({"clip_id": ids[2], "primitive": "ramp_up", "error": "no visible object"})
+    write_run(tmp_path / "a", run_of("a", a_rows))
+    write_run(tmp_path / "b", run_of("b", b_rows, missing=[(ids[3], "ramp_up")]))
+
+    result = compare.compare([compare.load_run(tmp_path / "a"), compare.load_run(tmp_path / "b")])
+    assert result["common"] == {"ramp_up": 2, "all": 2} and result["clips"]["all"] == 4
+    assert result["metrics"]["a"]["all"]["l2"] == {"value": pytest.approx(0.1), "change": 0.0, "n": 2}
+    assert result["metrics"]["b"]["all"]["l2"]["change"] == pytest.approx(-0.2)  # 0.12 against A's 0.1 there
+    assert result["mean"]["b"]["ramp_up"] == pytest.approx((4 * -0.2 - 0.0625) / 5)  # worse on the same clips
+    # (averaged over its own clips it was 0.12 against A's 0.3: "+60%" on the errors)
+    cov_a, cov_b = result["coverage"]["a"]["all"], result["coverage"]["b"]["all"]
+    assert (cov_a["scored"], cov_a["failed"], cov_a["missing"]) == (4, 0, 0)
+    assert (cov_b["scored"], cov_b["failed"], cov_b["missing"]) == (2, 1, 1)
+    assert cov_a["lost_frame_share"] == pytest.approx(0.125) and cov_b["fallback_frame_share"] == pytest.approx(0.25)
+
+    assert cli_main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out
+    assert "on the clips every run scored" in printed
+    lines = printed.splitlines()
+    assert any(line.split() == ["all", "2", "of", "4", "+0.0%", "-17.2%"] for line in lines), printed
+    assert any(line.split() == ["all", "4/0/0", "2/1/1"] for line in lines), printed
+    assert any(line.split() == ["lost", "frames", "12.5%", "0.0%"] for line in lines), printed
+    assert any(line.split() == ["fallback", "frames", "0.0%", "25.0%"] for line in lines), printed
+    saved = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert saved["coverage"]["b"]["all"]["failed"] == 1 and saved["common"]["all"] == 2
+    csv_rows = (tmp_path / "c" / "compare.csv").read_text().splitlines()
+    assert "b,all,coverage_failed,1," in csv_rows and "b,all,compared_clips,2," in csv_rows
+
+
+def test_compare_refuses_a_run_without_its_clip_rows_or_coverage(tmp_path):
+    run = run_summary("a", {"ramp_up": {m: 0.1 for m in PHYSICS}})
+    write_run(tmp_path / "a", run)
+    (tmp_path / "a" / "results.jsonl").unlink()
+    with pytest.raises(UserError, match=r"results.jsonl: missing; compare averages each run over the clips every"):
+        compare.load_run(tmp_path / "a")
+    (tmp_path / "a" / "summary.json").write_text(json.dumps({"split": "test", "stats": run["stats"]}))
+    with pytest.raises(UserError, match=r"summary.json: no coverage .* rerun the same `newtonrewards eval"):
+        compare.load_run(tmp_path / "a")
 
 
 def test_the_page_checker_catches_script_errors_console_errors_and_broken_images(chromium, tmp_path):

@@ -44,18 +44,20 @@ def embedded():
     return build_tracker("embedded")
 
 
-def moving_square(T=12, H=64, W=80, size=10, step=(3, 2), seed=0):
-    """A textured square sliding over a textured static background: frames uint8 [T, H, W, 3], true masks [T, H, W]."""
+def moving_square(T=12, H=64, W=80, size=10, step=(3, 2), seed=0, grow=None):
+    """A textured square sliding over a textured static background: frames uint8 [T, H, W, 3], true masks [T, H, W].
+    grow: (frame, size): from that frame on the square is `size` px wide (an object that swells or melts)."""
     rng = np.random.default_rng(seed)
     background = (rng.integers(60, 120, (H // 4, W // 4, 3)).repeat(4, 0).repeat(4, 1)).astype(np.uint8)
-    texture = np.zeros((size, size, 3), np.uint8)
-    texture[..., 0] = 220
-    texture[::3, :, 1] = 200
     frames = np.repeat(background[None], T, axis=0)
     masks = np.zeros((T, H, W), bool)
     for t in range(T):
+        side = grow[1] if grow and t >= grow[0] else size
+        texture = np.zeros((side, side, 3), np.uint8)
+        texture[..., 0] = 220
+        texture[::3, :, 1] = 200
         y, x = 8 + step[0] * t, 6 + step[1] * t
-        visible = texture[:max(0, min(size, H - y)), :max(0, min(size, W - x))]  # cut off at the frame's edge
+        visible = texture[:max(0, min(side, H - y)), :max(0, min(side, W - x))]  # cut off at the frame's edge
         frames[t, y:y + visible.shape[0], x:x + visible.shape[1]] = visible
         masks[t, y:y + visible.shape[0], x:x + visible.shape[1]] = True
     return frames, masks, background
@@ -105,6 +107,43 @@ def test_an_object_that_leaves_the_frame_is_lost(embedded):
     assert gone.any() and result.lost[gone].all()
     inside = truth.sum(axis=(1, 2)) == truth[0].sum()
     assert not result.lost[inside].any()
+
+
+@pytest.mark.parametrize("name", ["embedded", "robust"])
+def test_a_mask_whose_area_jumps_is_flagged_as_a_fallback_to_the_prior(name):
+    """A square that swells from 14 to 24 px at frame 6 (a generated object that inflates or melts): the trackers
+    distrust a segmentation whose area jumps and keep the last mask moved, tracking the object as rigid; such
+    frames are flagged in `fallback`, so the evaluation can count them instead of hiding them."""
+    tracker = build_tracker(name)
+    frames, truth, _ = moving_square(size=14, grow=(6, 24))
+    result = tracker.track(frames, truth[0])
+    assert result.fallback.dtype == bool and result.fallback.shape == (12,) and not result.lost.any()
+    assert not result.fallback[:6].any() and result.fallback[6:].sum() >= 4, result.fallback
+    assert result.masks[6:].sum(axis=(1, 2)).max() < 0.5 * truth[6].sum()  # what the fallback hides: a rigid mask
+    steady, steady_truth, _ = moving_square(size=14)
+    assert not tracker.track(steady, steady_truth[0]).fallback.any()
+
+
+def test_the_evaluation_counts_fallback_frames_per_clip(tmp_path):
+    """The swelling square as a generated clip (video.mp4, and gt.npz for its first-frame prompt): its row holds
+    `fallback_frames`; a steady square's row counts none, and oracle masks have no tracker (None)."""
+    from newtonrewards.eval.pipeline import ClipJob, ClipScorer, EvalConfig
+    from newtonrewards.video import write_video
+
+    def row_of(name, frames, truth, **options):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_video(folder / "video.mp4", frames, 16.0)
+        np.savez(folder / "gt.npz", masks=truth.astype(np.uint8))
+        job = ClipJob(f"test-free_fall-{name}", "free_fall", str(folder), str(folder / "video.mp4"), 16.0,
+                      len(frames), frames.shape[2], frames.shape[1])  # fmt: skip
+        row, _ = ClipScorer(EvalConfig(visual=False, **options))(job)
+        assert "error" not in row, row
+        return row
+
+    assert row_of("swelling", *moving_square(size=14, grow=(6, 24))[:2])["fallback_frames"] >= 4
+    assert row_of("steady", *moving_square(size=14)[:2])["fallback_frames"] == 0
+    assert row_of("oracle", *moving_square(size=14, grow=(6, 24))[:2], oracle_masks=True)["fallback_frames"] is None
 
 
 def test_bad_input_raises_user_error(embedded):

@@ -87,6 +87,12 @@ def format_summary(summary: dict) -> str:
         f"{len(summary['missing'])} benchmark clips without a video, {len(summary['unmatched_files'])} videos "
         f"matching no clip"
     )
+    lost, fallback = (summary["coverage"]["all"][k] for k in ("lost_frame_share", "fallback_frame_share"))
+    lines.append(
+        f"frames of the scored clips: {'-' if lost is None else f'{100 * lost:.1f}%'} lost (left out of L2 and "
+        f"Chamfer), {'-' if fallback is None else f'{100 * fallback:.1f}%'} where the tracker kept its prior (the "
+        "mask's area jumped)"
+    )
     for e in summary["errors"][:10]:
         lines.append(f"  error {e['clip_id']}: {e['error']}")
     if len(summary["errors"]) > 10:

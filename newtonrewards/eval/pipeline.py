@@ -5,7 +5,8 @@ Steps per clip (`score_clip`, pure apart from reading the two videos and the gro
    (same aspect ratio within 1%: resized, with a warning in the row; another aspect ratio: a per-clip error);
 2. track the object, prompted by the benchmark's first-frame mask (`tracking.build_tracker`), or take the
    benchmark's own masks with `oracle_masks` (only meaningful when the videos ARE the benchmark clips: a check of the
-   pipeline that must give zero errors and IoU 1);
+   pipeline that must give zero errors and IoU 1); frames where the object is lost (`lost_fraction`) or where the
+   tracker kept its motion prior because the mask's area jumped (`fallback_frames`) are counted in the row;
 3. physics metrics against the exact masks (L2, Chamfer, IoU, velocity and acceleration RMSE), the project's
    kinematic reward of the generated clip, and weight-free visual metrics against the benchmark clip.
 The driver (`evaluate`) matches videos to clips, skips clips already in OUT/results.jsonl (resume), runs the rest as
@@ -33,7 +34,7 @@ from newtonrewards.rewards.composite import RewardConfig
 PHYSICS = ("l2", "chamfer", "iou", "velocity_rmse", "acceleration_rmse")
 REWARD = ("kinematic", "residual_abs_x", "residual_abs_y", "motion", "motion_floor")
 VISUAL = ("psnr", "ssim", "flicker")
-METRICS = PHYSICS + REWARD + VISUAL + ("lost_fraction",)
+METRICS = PHYSICS + REWARD + VISUAL + ("lost_fraction", "fallback_frames")
 UNITS = {
     "l2": "mean centroid distance / image diagonal (PISA: / (sqrt(2) * resolution))",
     "chamfer": "symmetric Chamfer distance of mask pixels / image diagonal",
@@ -50,6 +51,8 @@ UNITS = {
     "ssim": "mean SSIM against the benchmark clip",
     "flicker": "mean |I(t+1) - I(t)| on pixels outside both masks, grey levels",
     "lost_fraction": "share of frames where the tracker lost the object",
+    "fallback_frames": "frames where the tracker distrusted its segmentation (the mask's area jumped) and kept the "
+    "last mask moved: an object that melts or grows is tracked as rigid there (null: tracker without that fallback)",
 }
 HIGHER_IS_BETTER = frozenset({"iou", "psnr", "ssim"})
 PSNR_CAP = 100.0  # dB: identical clips have infinite PSNR, which would make every mean infinite
@@ -189,10 +192,11 @@ def score_clip(job: ClipJob, cfg: EvalConfig, tracker, flow_model) -> tuple[dict
                 "prompt the tracker with)"
             )
         if cfg.oracle_masks:
-            masks, lost = truth, ~truth.any(axis=(1, 2))
+            masks, lost, fallback = truth, ~truth.any(axis=(1, 2)), None
         else:
             result = tracker.track(frames, truth[0])
             masks, lost = np.asarray(result.masks, bool), np.asarray(result.lost, bool)
+            fallback = getattr(result, "fallback", None)  # None: a tracker without a fallback to its prior
         if lost[1:].all():
             raise UserError("no visible object: the tracker lost it in every frame after the first")
         reference = None  # 3. physics and visual metrics against the benchmark clip
@@ -214,6 +218,7 @@ def score_clip(job: ClipJob, cfg: EvalConfig, tracker, flow_model) -> tuple[dict
         else:
             warnings.append(f"{frames.shape[0]} frames: the kinematic reward needs at least {MIN_FRAMES}")
         row.update({k: _finite_or_none(v) for k, v in values.items()})
+        row["fallback_frames"] = None if fallback is None else int(np.count_nonzero(fallback))
         if warnings:
             row["warnings"] = warnings
         artifacts["track"] = metrics.centroid_track(masks).astype(np.float32)
@@ -447,7 +452,8 @@ def evaluate(cfg: EvalConfig, tracker=None) -> dict:
             _run_ray(cfg, todo, on_result)
     wanted = {j.clip_id for j in jobs}
     rows = [r for c, r in sorted(read_results(out).items()) if c in wanted]
-    summary = summarize_run(rows, cfg, found, seconds=time.perf_counter() - start, new=len(todo))
+    _, bench_rows = dataset.open_bench(cfg.bench, cfg.split)
+    summary = summarize_run(rows, cfg, found, bench_rows, seconds=time.perf_counter() - start, new=len(todo))
     summary["files"] = write_run_report(out, summary, rows, cfg)
     return summary
 

@@ -7,6 +7,9 @@ Protocol. A tracker has
     TrackResult.masks      bool [T, H, W]   the object's pixels; all False where lost
     TrackResult.centroids  float64 [T, 2]   mask centroid (x, y) px, pixel centres at integers; NaN where lost
     TrackResult.lost       bool [T]         the object was not found (left the frame, hidden, appearance too far)
+    TrackResult.fallback   bool [T] or None the tracker distrusted its segmentation (the mask's area jumped) and kept
+                                            its motion prior, the last mask moved: a melting or growing object is
+                                            tracked as rigid there; None from a tracker without such a fallback
 Frame 0 is the prompt itself: masks[0] == first_mask. Bad input (shapes, dtypes, empty prompt) raises UserError.
 
 Backends (a module is imported only when chosen):
@@ -40,11 +43,13 @@ _BACKENDS = {
 
 @dataclass(frozen=True)
 class TrackResult:
-    """The tracked object per frame: masks bool [T, H, W], centroids float [T, 2] (x, y) px (NaN if lost), lost [T]."""
+    """The tracked object per frame: masks bool [T, H, W], centroids float [T, 2] (x, y) px (NaN if lost), lost [T],
+    fallback [T] (frames where the prior replaced the segmentation; None: the tracker has no such fallback)."""
 
     masks: np.ndarray
     centroids: np.ndarray
     lost: np.ndarray
+    fallback: np.ndarray | None = None
 
 
 def tracker_names() -> tuple[str, ...]:
@@ -75,9 +80,12 @@ def check_track_inputs(frames: np.ndarray, first_mask: np.ndarray) -> tuple[np.n
     return frames, first_mask
 
 
-def result_from_masks(masks: np.ndarray, lost: np.ndarray) -> TrackResult:
-    """A TrackResult from masks [T, H, W] and lost flags [T]: lost frames get empty masks and NaN centroids."""
+def result_from_masks(masks: np.ndarray, lost: np.ndarray, fallback: np.ndarray | None = None) -> TrackResult:
+    """A TrackResult from masks [T, H, W], lost flags [T] and fallback flags [T] (or None): lost frames get empty
+    masks and NaN centroids, and are not counted as fallbacks (they have no mask to distrust)."""
     masks = np.asarray(masks, bool).copy()
     lost = np.asarray(lost, bool) | ~masks.any(axis=(1, 2))
     masks[lost] = False
-    return TrackResult(masks=masks, centroids=centroid_track(masks), lost=lost)
+    if fallback is not None:
+        fallback = np.asarray(fallback, bool) & ~lost
+    return TrackResult(masks=masks, centroids=centroid_track(masks), lost=lost, fallback=fallback)

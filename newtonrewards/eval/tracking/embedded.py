@@ -15,7 +15,9 @@ NewtonBench objects translate without rotating in front of a static camera, and 
    edge at coverage 1/2); unknown background, object colour equal to the background colour, or a shadow-like
    darkening keep the moved mask's answer; the convex hull restores object pixels that match their background
    (a white checker square against white clouds). A segmentation that changes the area by more than
-   `max_area_change` is distrusted and the moved mask kept. The mask becomes the next template.
+   `max_area_change` is distrusted and the moved mask kept; that frame is flagged in `TrackResult.fallback` (the
+   evaluation counts them per clip, so an object that melts or grows is not silently tracked as rigid). The mask
+   becomes the next template.
 Optionally (`refine_pass`, off: it did not help on NewtonBench) every mask is segmented again against the nearest
 background in time, past and future.
 """
@@ -180,20 +182,21 @@ class EmbeddedTracker:
         """Masks, centroids and lost flags of the object in frames uint8 [T, H, W, 3] from its frame-0 mask [H, W]."""
         frames, first_mask = check_track_inputs(frames, first_mask)
         images = frames.astype(np.float32) / np.float32(255)
-        masks, lost, steps = self.follow(images, first_mask)
+        masks, lost, steps, fallback = self.follow(images, first_mask)
         if self.refine_pass:
             masks = self.refine(images, masks, lost, steps)
         masks[0] = first_mask
-        return result_from_masks(masks, lost)
+        return result_from_masks(masks, lost, fallback)
 
     # 1. follow ---------------------------------------------------------------------------------------------------
-    def follow(self, images: np.ndarray, first_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Masks [T, H, W] and lost flags [T] frame by frame, with the background seen so far."""
+    def follow(self, images: np.ndarray, first_mask: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Masks [T, H, W], lost flags [T], whole-pixel steps [T, 2] and fallback flags [T] (the moved mask kept
+        because the segmentation changed the area too much) frame by frame, with the background seen so far."""
         T, H, W, _ = images.shape
         smooth = np.stack([cv2.GaussianBlur(im, (0, 0), self.smoothing) for im in images]) if self.smoothing else images
         masks = np.zeros((T, H, W), bool)
         masks[0] = first_mask
-        lost = np.zeros(T, bool)
+        lost, fallback = np.zeros(T, bool), np.zeros(T, bool)
         self.scores = np.ones(T)
         first = last_good = appearance_of(smooth[0], first_mask, self.ring)
         background = images[0].copy()
@@ -225,6 +228,7 @@ class EmbeddedTracker:
             masks[t] = self.segment(images[t], background, known, prior, shift_image(images[t - 1], *step))
             if not 1 / self.max_area_change <= masks[t].sum() / max(prior.sum(), 1) <= self.max_area_change:
                 masks[t] = prior  # silhouettes change slowly: a sudden change is the segmentation failing
+                fallback[t] = True
             if not masks[t].any():
                 lost[t] = True
                 continue
@@ -232,7 +236,7 @@ class EmbeddedTracker:
             free = ~dilate(masks[t], 2)
             background[free] = images[t][free]
             known |= free
-        return masks, lost, steps
+        return masks, lost, steps, fallback
 
     def match(self, image, background, known, app: Appearance, guess, reach: int) -> Match:
         """Best placement of `app` in `image` near its corner + `guess` (None: the whole frame), and its score."""

@@ -21,7 +21,8 @@ NewtonBench objects translate without rotating in front of a static camera, and 
    inside the outline, where blur has not mixed them with the background (taken at the edge, a blurred edge reads
    as more object than it is and the mask grows frame after frame). Pixels that cannot tell object from background
    keep the moved mask's answer; the convex hull restores object pixels that match their background. A
-   segmentation that changes the area by more than `max_area_change` is distrusted and the moved mask kept.
+   segmentation that changes the area by more than `max_area_change` is distrusted and the moved mask kept
+   (flagged in `TrackResult.fallback`, counted per clip by the evaluation).
 The first pass learns the background as it is uncovered. With `passes=2` (default) the clip is followed again
 against the per-pixel median of every frame where the first pass saw the pixel clear of the object (past and
 future: no shadow left behind, the background under the first frame's object known), and with shadows darkened the
@@ -93,17 +94,18 @@ class RobustEmbeddedTracker(EmbeddedTracker):
         inner = erode(first_mask, 1)
         palette = colour_palette(images[0], inner if inner.sum() >= 8 else first_mask, self.colours)
         depth = self.depth or (1 if edge_width(images[0], first_mask) < BLURRED_EDGE else 2)
-        masks, lost = self.follow(images, first_mask, palette, depth)
+        masks, lost, fallback = self.follow(images, first_mask, palette, depth)
         for _ in range(self.passes - 1):
             background, known = static_background(images, masks, lost, self.free_margin)
             tint = shadow_tint(images, masks, lost, background, known) if self.tinted_shadows else None
-            masks, lost = self.follow(images, first_mask, palette, depth, (background, known), tint)
+            masks, lost, fallback = self.follow(images, first_mask, palette, depth, (background, known), tint)
         masks[0] = first_mask
-        return result_from_masks(masks, lost)
+        return result_from_masks(masks, lost, fallback)
 
     # 1. follow ---------------------------------------------------------------------------------------------------
-    def follow(self, images, first_mask, palette, depth, static=None, tint=None) -> tuple[np.ndarray, np.ndarray]:
-        """Masks [T, H, W] and lost flags [T] frame by frame.
+    def follow(self, images, first_mask, palette, depth, static=None, tint=None) -> tuple[np.ndarray, ...]:
+        """Masks [T, H, W], lost flags [T] and fallback flags [T] (the moved mask kept because the segmentation
+        changed the area by more than `max_area_change`) frame by frame.
 
         static: (background [H, W, 3], known [H, W]) of the whole clip, or None to use the background seen so far.
         palette [k, 3], depth (px) and tint [3] (or None): the object's colours, how far inside its outline they are
@@ -113,7 +115,7 @@ class RobustEmbeddedTracker(EmbeddedTracker):
         smooth = np.stack([cv2.GaussianBlur(im, (0, 0), self.smoothing) for im in images]) if self.smoothing else images
         masks = np.zeros((T, H, W), bool)
         masks[0] = first_mask
-        lost = np.zeros(T, bool)
+        lost, fallback = np.zeros(T, bool), np.zeros(T, bool)
         self.scores = np.ones(T)
         first = last_good = appearance_of(smooth[0], first_mask, self.ring)
         if static is None:
@@ -147,6 +149,7 @@ class RobustEmbeddedTracker(EmbeddedTracker):
             masks[t] = self.segment(images[t], background, known, prior, expected, palette, depth, tint)
             if not 1 / self.max_area_change <= masks[t].sum() / max(prior.sum(), 1) <= self.max_area_change:
                 masks[t] = prior  # silhouettes change slowly: a sudden change is the segmentation failing
+                fallback[t] = True
             if not masks[t].any():
                 lost[t] = True
                 continue
@@ -155,7 +158,7 @@ class RobustEmbeddedTracker(EmbeddedTracker):
             if static is None:
                 background[free] = images[t][free]
                 known |= free
-        return masks, lost
+        return masks, lost, fallback
 
     # segmentation ------------------------------------------------------------------------------------------------
     def segment(self, image, background, known, prior, expected, palette, depth, tint) -> np.ndarray:
