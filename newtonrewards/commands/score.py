@@ -1,7 +1,7 @@
 """`newtonrewards score`: physics reward terms of videos, printed as a table and written as JSON and CSV.
 
     newtonrewards score nb-mini/clips/test --out scores                       # tiny, CPU only
-    newtonrewards score generated/ --bench nb-mini --out scores               # mass term against the references
+    newtonrewards score generated/ --bench nb-mini --out scores               # + reference terms (same clip id)
     newtonrewards score clip.mp4 --out scores --set reward.flow_model=raft --set reward.flow_kwargs.weights=raft.pth
 """
 
@@ -16,13 +16,13 @@ from newtonrewards.errors import UserError
 
 
 def add_parser(verbs) -> None:
-    p = verbs.add_parser("score", help="reward terms (kinematic, mass, motion floor) of videos")
+    p = verbs.add_parser("score", help="reward terms (kinematic, motion floor; mass, motion match with --bench) of videos")
     p.add_argument("paths", nargs="+", help="video files, folders, clip folders or NewtonBench roots")
     p.add_argument("--out", required=True, help="folder for scores.json and scores.csv")
     p.add_argument("--bench", help="NewtonBench root: clips with the same id are the references (mass term)")
     p.add_argument("--flow", help="flow model (default classical)")
     p.add_argument("--encoder", help="appearance encoder (default pixels)")
-    p.add_argument("--mode", help="kinematic term: object (default) | lagrangian | eulerian")
+    p.add_argument("--mode", help="kinematic term: contact (default) | object | lagrangian | eulerian")
     p.add_argument("--config", help="YAML file of options")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any option")
     p.set_defaults(run=run)
