@@ -13,7 +13,7 @@ from newtonrewards.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from newtonrewards.commands import bench, eval, generate, proxies, score, train
+    from newtonrewards.commands import bench, demo, eval, generate, proxies, score, train
 
     parser = argparse.ArgumentParser(
         prog="newtonrewards",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_parser(verbs)
     train.add_parser(verbs)
     generate.add_parser(verbs)
+    demo.add_parser(verbs)
     return parser
 
 
