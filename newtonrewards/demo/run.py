@@ -170,7 +170,7 @@ def train_config(out: Path, cfg: DemoConfig, stage: str, seed: int = 0):
                                             "save_every": every, "keep_checkpoints": cfg.checkpoints + 1,
                                             "init_from": str(out / "sft"), "optim.lr": 1e-4,
                                             "sampling.num_steps": 4, "sampling.grad_last_k": 4,
-                                            "reward.reward.downsample": 1 if cfg.size <= 48 else 2})  # fmt: skip
+                                            "reward.reward.downsample": 1 if cfg.size <= 128 else 2})  # fmt: skip
 
 
 def train_stage(out: Path, cfg: DemoConfig, stage: str, seed: int = 0) -> dict:
