@@ -1,7 +1,9 @@
 """Aggregation, comparison over a baseline, frame conforming, and the HTML reports in a real headless Chromium."""
 
+import html
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -38,6 +40,22 @@ def write_run(folder, run) -> None:
     folder.mkdir()
     (folder / "summary.json").write_text(json.dumps({k: v for k, v in run.items() if k != "rows"}))
     (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run["rows"]))
+
+
+def html_tables(page, section):
+    """{heading: rows} of the tables in the page's <section id=section> (heading: the <h3> above the table, "" for
+    none); each row a list of its cells' text, tags stripped and entities unescaped."""
+    def text(cell):  # a line break reads as a space
+        return html.unescape(re.sub(r"<[^>]+>", "", cell.replace("<br>", " ")))
+
+    body = re.search(rf'<section id="{section}">(.*?)</section>', page, re.S)
+    assert body, f"no section {section!r} in the page"
+    tables = {}
+    for heading, table in re.findall(r"(?:<h3>(.*?)</h3>)?<table[^>]*>(.*?)</table>", body.group(1), re.S):
+        rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
+        cells = (re.findall(r"<t[dh]>(.*?)</t[dh]>", row, re.S) for row in rows)
+        tables[html.unescape(heading)] = [[text(c) for c in row] for row in cells]
+    return tables
 
 
 def test_stats_mean_std_and_interval_in_closed_form():
@@ -93,6 +111,7 @@ def test_compare_command_prints_the_table_and_writes_a_report_that_loads(chromiu
     assert code == 0 and "+50.0%" in printed.splitlines()[3]  # ramp_up: four errors halved, IoU +50%
     page = browser.check_page(tmp_path / "cmp" / "compare.html")
     assert page.errors == [] and set(report.COMPARE_SECTIONS) <= set(page.ids) and page.sections["chart"]["svgs"] == 1
+    assert page.sections["coverage"]["text"] > 0
     rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
     assert rows[0] == "run,primitive,metric,value,change" and any(
         r.startswith("ours,ramp_up,mean_change,,0.5") for r in rows
@@ -140,6 +159,17 @@ def test_compare_uses_the_clips_every_run_scored_and_prints_each_runs_coverage(t
     assert saved["coverage"]["b"]["all"]["failed"] == 1 and saved["common"]["all"] == 2
     csv_rows = (tmp_path / "c" / "compare.csv").read_text().splitlines()
     assert "b,all,coverage_failed,1," in csv_rows and "b,all,compared_clips,2," in csv_rows
+
+    # compare.html: the compared clips beside the headline numbers, and each run's coverage (frame shares in %)
+    page = (tmp_path / "c" / "compare.html").read_text()
+    assert html_tables(page, "overview")[""][1:] == [["ramp_up", "2 of 4", "+0.0%", "-17.2%"],
+                                                     ["all", "2 of 4", "+0.0%", "-17.2%"]]  # fmt: skip
+    coverage = html_tables(page, "coverage")
+    assert list(coverage) == ["a", "b"]
+    assert coverage["a"][1:] == [["ramp_up", "4", "4", "0", "0", "12.5", "0"], ["all", "4", "4", "0", "0", "12.5", "0"]]
+    assert coverage["b"][1:] == [["ramp_up", "4", "2", "1", "1", "0", "25.0"], ["all", "4", "2", "1", "1", "0", "25.0"]]
+    assert coverage["b"][0] == ["primitive", "clips", "scored", "failed", "missing no video", "lost frames %",
+                                "fallback frames %"]  # fmt: skip
 
 
 def test_compare_refuses_a_run_without_its_clip_rows_or_coverage(tmp_path):

@@ -4,8 +4,10 @@ net) plus the JSON and CSV behind it.
 Run report (`write_run_report`): per-primitive table of every metric (mean, std, 95% bootstrap interval), one bar
 chart per physics metric, trajectory overlays (generated vs ground-truth centroid track over the benchmark's first
 frame) and kinematic residual maps for the best and worst clips by L2 error, the per-clip table, and every per-clip
-error, warning, unmatched file and missing clip. Comparison report (`write_compare_report`): the paper's bar chart
-of relative change per primitive and run, and the per-metric table. Numbers are shown in their units with three
+error, warning, unmatched file and missing clip. Comparison report (`write_compare_report`): the headline table of
+relative change per primitive and run with the clips compared (those every run scored), the paper's bar chart, each
+run's coverage (clips scored / failed / missing per primitive, lost and fallback frame shares), and the per-metric
+table. Numbers are shown in their units with three
 significant digits (`format_metric`, `format_stats`): L2 and Chamfer, stored as fractions of the image diagonal, in
 pixels at the benchmark's resolution and in % of the diagonal; the JSON and CSV keep the stored values.
 """
@@ -26,7 +28,7 @@ from newtonrewards import dataset
 from newtonrewards.eval.aggregate import ALL
 
 SECTIONS = ("overview", "per-primitive", "charts", "trajectories", "residual-maps", "clips", "problems", "config")
-COMPARE_SECTIONS = ("overview", "chart", "per-metric")
+COMPARE_SECTIONS = ("overview", "chart", "coverage", "per-metric")
 EXTREMES = 3  # clips shown at each end (best, worst)
 MAX_CLIP_ROWS = 2000  # rows of the per-clip table in the page (all of them are in per_clip.csv)
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
@@ -52,6 +54,7 @@ DISPLAY = {
     "residual_abs_x": (1.0, " px/frame\u00b2"), "residual_abs_y": (1.0, " px/frame\u00b2"),
     "motion": (1.0, " px/frame"), "motion_floor": (1.0, ""), "psnr": (1.0, " dB"), "ssim": (1.0, ""),
     "flicker": (1.0, " grey levels"), "lost_fraction": (100.0, "%"),
+    "lost_frame_share": (100.0, "%"), "fallback_frame_share": (100.0, "%"),  # a run's coverage (aggregate.coverage)
 }  # fmt: skip
 DIAGONAL_METRICS = ("l2", "chamfer")
 DIGITS = 3  # significant digits of a mean; the clips behind it rarely support more
@@ -456,12 +459,18 @@ def write_run_report(out: Path, summary: dict, rows: list[dict], cfg) -> dict[st
 
 
 def render_compare_report(result: dict) -> str:
-    """The comparison's HTML: the paper's bar chart (relative change per primitive, one bar per run) and tables."""
+    """The comparison's HTML: the headline table (relative change per primitive and run, on the clips every run
+    scored, with how many that is of the split's), the paper's bar chart (one bar per run), each run's coverage
+    table and the per-metric tables."""
     from newtonrewards.eval.compare import _pct
 
     runs, groups = result["runs"], result["groups"]
     headline = _table(
-        ["primitive", *map(esc, runs)], [[esc(g)] + [_pct(result["mean"][r][g]) for r in runs] for g in groups]
+        ["primitive", "compared<br><small>clips</small>", *map(esc, runs)],
+        [
+            [esc(g), f"{result['common'][g]} of {result['clips'][g]}"] + [_pct(result["mean"][r][g]) for r in runs]
+            for g in groups
+        ],
     )
     others = [r for r in runs if r != result["baseline"]] or runs
     chart = bar_chart_svg(
@@ -472,6 +481,32 @@ def render_compare_report(result: dict) -> str:
         width=720,
         height=300,
     )
+    coverage = (
+        '<p class="muted">Each run\'s own clips, of the split\'s: scored, failed (an error: no visible object, '
+        "tracking lost everywhere, unreadable file, ...) and missing (no video); of its scored frames, the share where "
+        "the object was lost (left out of L2 and Chamfer) and where the tracker kept its motion prior because the "
+        "mask's area jumped (- where the tracker has no such fallback). The tables above compare only the clips "
+        "every run scored.</p>"
+    )
+    header = ["primitive", "clips", "scored", "failed", "missing<br><small>no video</small>",
+              "lost frames<br><small>%</small>", "fallback frames<br><small>%</small>"]  # fmt: skip
+
+    def share(value, key):  # a frame share in %, without the unit the column header names
+        return "-" if value is None else number(value * DISPLAY[key][0])
+
+    for r in runs:
+        body = []
+        for g in groups:
+            c = result["coverage"][r].get(g)
+            if c is None:  # a primitive of the baseline's split this run's summary does not have
+                body.append([esc(g)] + ["-"] * (len(header) - 1))
+                continue
+            failed = f'<span class="err">{c["failed"]}</span>' if c["failed"] else str(c["failed"])
+            body.append(
+                [esc(g), str(c["clips"]), str(c["scored"]), failed, str(c["missing"])]
+                + [share(c.get(key), key) for key in ("lost_frame_share", "fallback_frame_share")]
+            )
+        coverage += f"<h3>{esc(r)}</h3>" + _table(header, body)
     per_metric = ""
     for m in result["metric_names"]:
         body = [
@@ -485,14 +520,16 @@ def render_compare_report(result: dict) -> str:
         ]
         per_metric += f"<h3>{esc(m)}</h3>" + _table(["primitive", *map(esc, runs)], body)
     note = (
-        '<p class="muted">Positive = better: errors (lower is better) count (baseline - run) / baseline, IoU '
-        f"(higher is better) (run - baseline) / baseline. Split {esc(result['split'])}.</p>"
+        '<p class="muted">On the clips every run scored (compared: how many of the split\'s clips that is; each '
+        "run's own coverage is below). Positive = better: errors (lower is better) count (baseline - run) / baseline, "
+        f"IoU (higher is better) (run - baseline) / baseline. Split {esc(result['split'])}.</p>"
     )
     return _page(
         f"NewtonBench comparison over {result['baseline']}",
         [
             ("overview", "Relative change, mean of the physics metrics", note + headline),
             ("chart", "Per primitive", chart),
+            ("coverage", "Coverage of each run", coverage),
             ("per-metric", "Per metric: mean (relative change)", per_metric),
         ],
     )
