@@ -20,7 +20,7 @@ PRESETS: dict[str, dict] = {
                   training_seeds=[0], eval_seeds=[1], visual_clips=2),  # fmt: skip
     "default": dict(size=96, frames=9, counts={"train": 4, "test": 2, "ood-height": 1, "ood-speed": 1,
                                                "ood-friction": 1},
-                    vae_spatial=4, vae_steps=200, vae_batch=8, sft_steps=300, reward_steps=40, checkpoints=4,
+                    vae_spatial=4, vae_steps=300, vae_batch=8, sft_steps=300, reward_steps=40, checkpoints=4,
                     training_seeds=[0], eval_seeds=[1234, 5678], visual_clips=5),  # fmt: skip
     "paper-cpu": dict(size=96, frames=9, counts={"train": 8, "test": 4, "ood-height": 2, "ood-speed": 2,
                                                  "ood-friction": 2},
