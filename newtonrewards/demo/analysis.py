@@ -9,6 +9,8 @@ Continuations one run failed to score are left out of both runs' means and count
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from newtonrewards.eval.pipeline import HIGHER_IS_BETTER, PHYSICS
@@ -59,15 +61,22 @@ def paired_comparison(base: dict, run: dict, truth_motion: float | None = None, 
                 draws.append(mean_change(b[pick], r[pick], metrics)[1])
             entry["ci"] = [float(np.nanpercentile(draws, 2.5)), float(np.nanpercentile(draws, 97.5))]
             if truth_motion:
-                entry["motion_base"] = float(np.mean([base[k]["motion"] for k in common])) / truth_motion
-                entry["motion_run"] = float(np.mean([run[k]["motion"] for k in common])) / truth_motion
+                moving = [k for k in common if _finite(base[k].get("motion")) and _finite(run[k].get("motion"))]
+                if moving:
+                    entry["motion_base"] = float(np.mean([base[k]["motion"] for k in moving])) / truth_motion
+                    entry["motion_run"] = float(np.mean([run[k]["motion"] for k in moving])) / truth_motion
         out[group] = entry
     return out
 
 
 def _scored(row: dict, metrics) -> bool:
     """The row was scored and has a finite value of every metric."""
-    return "error" not in row and all(np.isfinite(row.get(m, np.nan)) for m in metrics)
+    return "error" not in row and all(_finite(row.get(m)) for m in metrics)
+
+
+def _finite(value) -> bool:
+    """A number that is not NaN or infinite (results.jsonl writes an undefined metric as null)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def primitives_better(comparison: dict) -> int:
