@@ -28,9 +28,14 @@ SHAPES_FOR_PRIMITIVE = {
     "parabolic_throw": ("cube", "box", "cylinder"),
     "ramp_down": ("cube", "box", "cylinder"),
     "ramp_up": ("cube", "box", "cylinder"),
+    # extended primitives: a ball rolls, bounces or swings; colliding blocks meet face to face
+    "rolling_ramp": ("sphere",),
+    "bounce": ("sphere",),
+    "pendulum": ("sphere",),
+    "collision": ("cube", "box"),
 }
 
-HELD_OUT_SPLITS = ("test", "ood-height", "ood-speed", "ood-friction")
+HELD_OUT_SPLITS = ("test", "ood-height", "ood-speed", "ood-friction", "ood-gravity")
 
 
 def asset_id(shape: str, texture: str, color: str) -> str:

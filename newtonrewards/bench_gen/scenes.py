@@ -26,9 +26,14 @@ from newtonrewards.bench_gen.spec import (
     rotation_z,
 )
 
-PRIMITIVES = ("free_fall", "horizontal_throw", "parabolic_throw", "ramp_down", "ramp_up")
+PRIMITIVES = ("free_fall", "horizontal_throw", "parabolic_throw", "ramp_down", "ramp_up")  # the paper's five
+EXTENDED_PRIMITIVES = ("rolling_ramp", "bounce", "pendulum", "collision")  # ours (scenes_extended.py)
+ALL_PRIMITIVES = PRIMITIVES + EXTENDED_PRIMITIVES  # appended, so the five keep their clip seeds
 SPLITS = ("train", "test", "ood-height", "ood-speed", "ood-friction")
 OOD_AXIS = {"ood-height": "height", "ood-speed": "speed", "ood-friction": "friction"}
+GRAVITY_SPLIT = "ood-gravity"  # every primitive under the Moon's or Mars' gravity, other axes in training range
+OOD_GRAVITY = {"moon": 1.62, "mars": 3.71}  # m/s^2
+ALL_SPLITS = SPLITS + (GRAVITY_SPLIT,)
 
 # (training range, out-of-distribution range) per primitive and axis, SI units.
 # height: release clearance of the object's bottom above the ground (throws, free fall), or clearance of the lowest
@@ -57,6 +62,13 @@ RANGES: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]] | No
         "speed": ((2.0, 3.5), (4.5, 6.0)),
         "friction": ((0.15, 0.45), (0.0, 0.08)),
     },
+    # extended primitives. rolling_ramp: as ramp_down (a rolling ball's motion does not depend on mu). bounce:
+    # drop clearance, horizontal speed. pendulum: "height" is the release angle from the vertical in DEGREES (the
+    # bob's release height L (1 - cos theta0)). collision: the striker's speed, mu of both bodies on the ground.
+    "rolling_ramp": {"height": ((0.05, 0.4), (1.5, 2.5)), "speed": ((0.0, 0.3), (1.5, 2.5)), "friction": None},
+    "bounce": {"height": ((1.0, 2.0), (3.0, 4.5)), "speed": ((0.3, 1.5), (2.5, 4.0)), "friction": None},
+    "pendulum": {"height": ((15.0, 50.0), (70.0, 100.0)), "speed": None, "friction": None},
+    "collision": {"height": None, "speed": ((1.5, 3.0), (4.0, 5.5)), "friction": ((0.05, 0.15), (0.0, 0.02))},
 }
 LAUNCH_ANGLE_DEG = (35.0, 65.0)  # parabolic throw, every split
 RAMP_ANGLE_DEG = (15.0, 30.0)  # both ramp primitives, every split
@@ -88,7 +100,7 @@ class SceneSettings:
 
 
 def primitive_has_split(primitive: str, split: str) -> bool:
-    """False where an OOD axis does not act on the primitive (free fall has no friction axis)."""
+    """False where an OOD axis does not act on the primitive (free fall has no friction axis); gravity acts on all."""
     return split not in OOD_AXIS or RANGES[primitive][OOD_AXIS[split]] is not None
 
 
@@ -98,25 +110,33 @@ def clip_id(split: str, primitive: str, index: int) -> str:
 
 def clip_seed(seed: int, split: str, primitive: str, index: int) -> int:
     """An independent 32-bit seed per clip, so any clip can be (re)made alone, in any order, on any worker."""
-    ss = np.random.SeedSequence([seed, SPLITS.index(split), PRIMITIVES.index(primitive), index])
+    ss = np.random.SeedSequence([seed, ALL_SPLITS.index(split), ALL_PRIMITIVES.index(primitive), index])
     return int(ss.generate_state(1, dtype=np.uint32)[0])
 
 
 def sample_scene(settings: SceneSettings, split: str, primitive: str, index: int) -> SceneSpec:
     """Sample one clip: 1 physics parameters, 2 object, 3 closed-form motion, 4 ramp, 5 camera, 6 scenery."""
-    if primitive not in PRIMITIVES:
-        raise ValueError(f"unknown primitive {primitive!r}; known: {', '.join(PRIMITIVES)}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    if primitive not in ALL_PRIMITIVES:
+        raise ValueError(f"unknown primitive {primitive!r}; known: {', '.join(ALL_PRIMITIVES)}")
+    if split not in ALL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(ALL_SPLITS)}")
     if not primitive_has_split(primitive, split):
         raise ValueError(f"primitive {primitive!r} has no {split!r} clips: that axis does not act on it")
     seed = clip_seed(settings.seed, split, primitive, index)
     rng = np.random.default_rng(seed)
+    g, world = settings.g, None
+    if split == GRAVITY_SPLIT:  # drawn first: the other splits' draws stay as they were
+        world = str(rng.choice(list(OOD_GRAVITY)))
+        g = OOD_GRAVITY[world]
+    if primitive in EXTENDED_PRIMITIVES:
+        from newtonrewards.bench_gen import scenes_extended
+
+        return scenes_extended.sample_extended(settings, rng, split, primitive, index, seed, g, world)
     t_end = (settings.num_frames - 1) / settings.fps
 
-    params = _sample_params(rng, split, primitive, settings.g)
+    params = _sample_params(rng, split, primitive, g)
     obj = _sample_object(rng, split, primitive, params)
-    segments, ramp = _motion(rng, primitive, params, obj, settings.g, t_end)
+    segments, ramp = _motion(rng, primitive, params, obj, g, t_end)
     traj = physics.sample_segments(segments, physics.frame_times(settings.num_frames, settings.fps))
     camera = _frame_camera(rng, settings, traj.position, obj, ramp)
     ground_name = str(rng.choice(list(GROUNDS)))
@@ -132,7 +152,7 @@ def sample_scene(settings: SceneSettings, split: str, primitive: str, index: int
         seed=seed,
         num_frames=settings.num_frames,
         fps=settings.fps,
-        g=settings.g,
+        g=g,
         params=params,
         object=obj,
         segments=tuple(segments),
@@ -141,8 +161,15 @@ def sample_scene(settings: SceneSettings, split: str, primitive: str, index: int
         ground=ground,
         ramp=ramp,
         distractors=distractors,
-        prompt=_prompt(primitive, obj, ground_name, ramp, segments, params),
+        prompt=gravity_prompt(_prompt(primitive, obj, ground_name, ramp, segments, params), world),
     )
+
+
+def gravity_prompt(prompt: str, world: str | None) -> str:
+    """Name the gravity in an ood-gravity clip's prompt ('..., under the Moon's gravity.'); others unchanged."""
+    if world is None:
+        return prompt
+    return f"{prompt.rstrip('.')}, under {dict(moon='the Moon', mars='Mars')[world]}'s gravity."
 
 
 def _uniform(rng: np.random.Generator, split: str, primitive: str, axis: str) -> float:
@@ -162,7 +189,8 @@ def _sample_params(rng: np.random.Generator, split: str, primitive: str, g: floa
     if primitive in ("ramp_down", "ramp_up"):
         p["theta"] = float(rng.uniform(*RAMP_ANGLE_DEG))
         if primitive == "ramp_down":  # resample the angle until the block visibly accelerates
-            while physics.incline_accelerations(g, math.radians(p["theta"]), p["mu"])[0] < MIN_RAMP_DOWN_ACCEL:
+            floor = MIN_RAMP_DOWN_ACCEL * (g / physics.STANDARD_GRAVITY)  # 0.5 m/s^2 at g = 9.81, scaled with g
+            while physics.incline_accelerations(g, math.radians(p["theta"]), p["mu"])[0] < floor:
                 p["theta"] = float(rng.uniform(*RAMP_ANGLE_DEG))
     return p
 
@@ -227,6 +255,12 @@ def _motion(rng, primitive: str, p: dict, obj: ObjectSpec, g: float, t_end: floa
     theta = math.radians(p["theta"])
     v_slope = p["v0"] if primitive == "ramp_up" else -p["v0"]
     rows = physics.incline_segments(0.0, v_slope, g, theta, p["mu"], t_end)
+    return place_on_ramp(rng, rows, p, obj, t_end)
+
+
+def place_on_ramp(rng, rows, p: dict, obj: ObjectSpec, t_end: float):
+    """Shift slope rows so the path's lowest point keeps its clearance, build a ramp long enough, map to 3D."""
+    theta, d = math.radians(p["theta"]), p["direction"]
     s = _slope_positions(rows, t_end)
     half_len = obj.half_extents[0]
     s_low = p["height"] / math.sin(theta) + half_len  # the object's lower end stays `height` above the ground

@@ -148,6 +148,24 @@ class CameraSpec:
 
 
 @dataclass(frozen=True)
+class PendulumSpec:
+    """A bob on a rigid massless rod swinging in the x-z plane about a fixed pivot (released at rest)."""
+
+    pivot: Vec3  # m
+    length: float  # m, pivot to the bob's centre
+    theta0: float  # rad, release angle from the vertical (signed: + swings from +x)
+    rod_radius: float  # m, drawn only: the closed form's rod has no mass
+
+
+@dataclass(frozen=True)
+class SecondBodySpec:
+    """The second moving body of a two-body collision (instance id 2 in the masks; distractors start at 3)."""
+
+    object: ObjectSpec
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True)
 class SceneSpec:
     """One clip: the sampled physics parameters, the closed-form motion, and the scene around it."""
 
@@ -161,10 +179,14 @@ class SceneSpec:
     g: float
     params: dict  # sampled physical parameters (h, v0, angle, theta, mu, ...), SI units, angles in degrees
     object: ObjectSpec
-    segments: tuple[Segment, ...]  # the closed-form motion of the object's centre
+    segments: tuple[Segment, ...]  # the closed-form motion of the object's centre (empty for a pendulum)
     camera: CameraSpec
     light: LightSpec
     ground: GroundSpec
     ramp: RampSpec | None = None
     distractors: tuple[StaticObjectSpec, ...] = field(default_factory=tuple)
     prompt: str = ""
+    # extended primitives only (the paper's five leave these at their defaults)
+    pendulum: PendulumSpec | None = None  # the motion is the pendulum's closed form; `segments` is empty
+    second: SecondBodySpec | None = None  # a second moving body (collision)
+    rolling: bool = False  # the object rolls without slipping on the ramp (its texture turns with it)
