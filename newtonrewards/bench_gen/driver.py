@@ -25,7 +25,11 @@ from newtonrewards.errors import UserError
 PRESETS: dict[str, dict[str, int]] = {
     "mini": {"train": 4, "test": 2, "ood-height": 1, "ood-speed": 1, "ood-friction": 1},
     "full": {"train": 10_000, "test": 2_000, "ood-height": 1_000, "ood-speed": 1_000, "ood-friction": 1_000},
-}
+    "extended": {"train": 10_000, "test": 2_000, "ood-height": 1_000, "ood-speed": 1_000, "ood-friction": 1_000,
+                 "ood-gravity": 1_000},
+}  # fmt: skip
+# the primitives a preset makes when --primitives is not given (the paper's five unless named here)
+PRESET_PRIMITIVES: dict[str, tuple[str, ...]] = {"extended": scenes.ALL_PRIMITIVES}
 
 
 @dataclass
@@ -35,7 +39,7 @@ class BenchGenerateConfig:
     out: str = ""
     preset: str = "mini"
     counts: dict[str, int] = field(default_factory=dict)  # split -> clips per primitive; replaces the preset's
-    primitives: list[str] = field(default_factory=lambda: list(scenes.PRIMITIVES))
+    primitives: list[str] = field(default_factory=list)  # empty: the preset's (the paper's five; extended: all)
     seed: int = 0
     num_frames: int = 32
     fps: float = 16.0
@@ -60,15 +64,13 @@ def validate(cfg: BenchGenerateConfig) -> None:
     if not cfg.counts and cfg.preset not in PRESETS:
         errors.append(f"unknown preset {cfg.preset!r} (known: {', '.join(PRESETS)})")
     for split, n in cfg.counts.items():
-        if split not in scenes.SPLITS:
-            errors.append(f"unknown split {split!r} in counts (known: {', '.join(scenes.SPLITS)})")
+        if split not in scenes.ALL_SPLITS:
+            errors.append(f"unknown split {split!r} in counts (known: {', '.join(scenes.ALL_SPLITS)})")
         elif n < 0:
             errors.append(f"count for split {split!r} is {n}; counts must be >= 0")
     for p in cfg.primitives:
-        if p not in scenes.PRIMITIVES:
-            errors.append(f"unknown primitive {p!r} (known: {', '.join(scenes.PRIMITIVES)})")
-    if not cfg.primitives:
-        errors.append("no primitives chosen")
+        if p not in scenes.ALL_PRIMITIVES:
+            errors.append(f"unknown primitive {p!r} (known: {', '.join(scenes.ALL_PRIMITIVES)})")
     if cfg.num_frames < 3:
         errors.append(f"num_frames is {cfg.num_frames}; need >= 3 (accelerations need three frames)")
     if cfg.fps <= 0:
@@ -113,7 +115,12 @@ def recipe_from_dataset(info: dict) -> ClipRecipe:
 
 def counts_of(cfg: BenchGenerateConfig) -> dict[str, int]:
     counts = cfg.counts or PRESETS[cfg.preset]
-    return {s: counts[s] for s in scenes.SPLITS if s in counts}
+    return {s: counts[s] for s in scenes.ALL_SPLITS if s in counts}
+
+
+def primitives_of(cfg: BenchGenerateConfig) -> list[str]:
+    """--primitives if given, else the preset's (the paper's five for mini and full)."""
+    return list(cfg.primitives) or list(PRESET_PRIMITIVES.get(cfg.preset, scenes.PRIMITIVES))
 
 
 def identity(cfg: BenchGenerateConfig) -> dict:
@@ -122,7 +129,7 @@ def identity(cfg: BenchGenerateConfig) -> dict:
     return {
         "seed": cfg.seed, "num_frames": cfg.num_frames, "fps": cfg.fps, "width": cfg.width, "height": cfg.height,
         "max_distractors": cfg.max_distractors, "renderer": r.renderer, "supersample": r.supersample,
-        "simulator": r.simulator, "crf": r.crf, "primitives": list(cfg.primitives), "counts": counts_of(cfg),
+        "simulator": r.simulator, "crf": r.crf, "primitives": primitives_of(cfg), "counts": counts_of(cfg),
     }  # fmt: skip
 
 
@@ -131,7 +138,7 @@ def plan(cfg: BenchGenerateConfig) -> list[tuple[str, str, int]]:
     return [
         (split, primitive, index)
         for split, n in counts_of(cfg).items()
-        for primitive in cfg.primitives
+        for primitive in primitives_of(cfg)
         if scenes.primitive_has_split(primitive, split)
         for index in range(n)
     ]
@@ -163,7 +170,7 @@ def generate(cfg: BenchGenerateConfig) -> dict:
     info["clips"] = {s: per_split.get(s, 0) for s in counts_of(cfg)}
     info["complete"] = len(rows) == len(tasks)
     dataset.write_json_atomic(root / dataset.DATASET_FILE, info)
-    primitives = {s: sum(scenes.primitive_has_split(p, s) for p in cfg.primitives) for s in counts_of(cfg)}
+    primitives = {s: sum(scenes.primitive_has_split(p, s) for p in primitives_of(cfg)) for s in counts_of(cfg)}
     return {"root": str(root), "total": len(rows), "new": len(todo), "seconds": time.perf_counter() - start,
             "per_split": info["clips"], "per_primitive": counts_of(cfg), "primitives": primitives,
             "manifest": str(root / dataset.MANIFEST_FILE)}  # fmt: skip

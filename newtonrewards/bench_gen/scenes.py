@@ -68,7 +68,7 @@ RANGES: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]] | No
     "rolling_ramp": {"height": ((0.05, 0.4), (1.5, 2.5)), "speed": ((0.0, 0.3), (1.5, 2.5)), "friction": None},
     "bounce": {"height": ((1.0, 2.0), (3.0, 4.5)), "speed": ((0.3, 1.5), (2.5, 4.0)), "friction": None},
     "pendulum": {"height": ((15.0, 50.0), (70.0, 100.0)), "speed": None, "friction": None},
-    "collision": {"height": None, "speed": ((1.5, 3.0), (4.0, 5.5)), "friction": ((0.05, 0.15), (0.0, 0.02))},
+    "collision": {"height": None, "speed": ((1.5, 3.0), (4.0, 5.5)), "friction": ((0.04, 0.1), (0.0, 0.015))},
 }
 LAUNCH_ANGLE_DEG = (35.0, 65.0)  # parabolic throw, every split
 RAMP_ANGLE_DEG = (15.0, 30.0)  # both ramp primitives, every split

@@ -15,7 +15,8 @@ from newtonrewards import physics
 from newtonrewards.bench_gen import assets, scenes
 from newtonrewards.bench_gen.spec import GroundSpec, ObjectSpec, PendulumSpec, SceneSpec, SecondBodySpec
 
-ROLLING_MU = 0.6  # ball on ramp: rolling without slipping needs mu >= 2/7 tan(theta) (<= 0.165 at 30 degrees)
+ROLLING_MU = 0.6  # ball on ramp: rolling without slipping needs mu >= 2/7 tan(theta) (<= 0.08 at 15 degrees)
+ROLLING_RAMP_DEG = (6.0, 15.0)  # gentler than the sliding ramps: a rolling ball keeps 5/7 of g sin, no friction loss
 RESTITUTION_BOUNCE = (0.6, 0.85)  # ball on the ground
 ZENO_MARGIN = 0.25  # s: the bounces' accumulation point lies at least this long after the clip's last frame
 RESTITUTION_COLLISION = (0.4, 0.9)
@@ -75,7 +76,7 @@ def _sample_params(rng, split: str, primitive: str, g: float, t_end: float) -> d
     if primitive == "rolling_ramp":
         p["height"] = scenes._uniform(rng, split, primitive, "height")
         p["v0"] = scenes._uniform(rng, split, primitive, "speed")
-        p["theta"] = float(rng.uniform(*scenes.RAMP_ANGLE_DEG))
+        p["theta"] = float(rng.uniform(*ROLLING_RAMP_DEG))
         p["mu"] = ROLLING_MU
     elif primitive == "bounce":
         p["height"] = scenes._uniform(rng, split, primitive, "height")

@@ -18,7 +18,9 @@ from newtonrewards.video import read_video
 TRACK_COLOR = (255, 220, 0)  # RGB
 MASK_COLOR = (0, 255, 120)
 DISTRACTOR_COLOR = (255, 90, 200)
-PHASE_COLORS = {physics.FLIGHT: (255, 255, 255), physics.SLIDE: (255, 170, 0), physics.REST: (120, 160, 255)}
+SECOND_COLOR = (90, 200, 255)  # a collision's second body (instance 2 there)
+PHASE_COLORS = {physics.FLIGHT: (255, 255, 255), physics.SLIDE: (255, 170, 0), physics.REST: (120, 160, 255),
+                physics.SWING: (170, 255, 120)}  # fmt: skip
 
 
 def contact_sheet(clip_dir: str | Path, out: str | Path, num_frames: int = 8) -> Path:
@@ -58,8 +60,14 @@ def _overlay(frame: np.ndarray, gt: dict, t: int, scale: int) -> np.ndarray:
     valid = np.isfinite(pts).all(axis=1)
     track = np.round(pts[valid]).astype(np.int32)
     cv2.polylines(img, [track.reshape(-1, 1, 2)], False, TRACK_COLOR, 1, cv2.LINE_AA)
+    two = "second_centroid_2d" in gt  # a collision: instance 2 is the second body, with its own track
+    if two:
+        pts2 = (gt["second_centroid_2d"] + 0.5) * scale - 0.5
+        track2 = np.round(pts2[np.isfinite(pts2).all(axis=1)]).astype(np.int32)
+        cv2.polylines(img, [track2.reshape(-1, 1, 2)], False, SECOND_COLOR, 1, cv2.LINE_AA)
     masks = gt["masks"][t]
-    for instance, color in ((1, MASK_COLOR), *((i, DISTRACTOR_COLOR) for i in np.unique(masks) if i >= 2)):
+    others = ((i, SECOND_COLOR if two and i == 2 else DISTRACTOR_COLOR) for i in np.unique(masks) if i >= 2)
+    for instance, color in ((1, MASK_COLOR), *others):
         m = _upscale((masks == instance).astype(np.uint8), scale)
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(img, contours, -1, color, 1)
@@ -67,6 +75,8 @@ def _overlay(frame: np.ndarray, gt: dict, t: int, scale: int) -> np.ndarray:
         cv2.circle(img, tuple(int(v) for v in np.round(pts[t])), 3, TRACK_COLOR, -1, cv2.LINE_AA)
     phase = int(gt["phase"][t])
     label = f"t={gt['times'][t]:.2f}s {physics.PHASE_NAMES[phase]}"
+    if gt["contact"][t] and phase == physics.FLIGHT:  # an instant impact (a bounce) nearest this frame
+        label += " impact"
     cv2.putText(img, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(img, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, PHASE_COLORS[phase], 1, cv2.LINE_AA)
     return img

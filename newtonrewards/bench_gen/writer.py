@@ -48,14 +48,15 @@ def ground_truth(spec: SceneSpec, trajectory: physics.Trajectory, layers: Layers
     """The arrays of gt.npz (names, shapes and units in docs/DATASET.md)."""
     K, w2c = spec.camera.K, spec.camera.world_to_camera
     uv, duv, dduv = physics.project_motion(K, w2c, trajectory.position, trajectory.velocity, trajectory.acceleration)
-    return {
+    contact = trajectory.phase != physics.FLIGHT if trajectory.contact is None else trajectory.contact
+    gt = {
         "times": trajectory.times,
         "position": trajectory.position,
         "velocity": trajectory.velocity,
         "acceleration": trajectory.acceleration,
         "phase": trajectory.phase,
         "segment": trajectory.segment,
-        "contact": trajectory.phase != physics.FLIGHT,
+        "contact": contact,
         "event_times": trajectory.event_times,
         "event_kinds": np.array(trajectory.event_kinds, dtype="<U16"),
         "center_2d": uv,
@@ -70,6 +71,15 @@ def ground_truth(spec: SceneSpec, trajectory: physics.Trajectory, layers: Layers
         "world_to_camera": w2c,
         "fps": np.float64(spec.fps),
     }
+    if trajectory.second is not None:  # a collision's second body: the same arrays, prefixed
+        two = trajectory.second
+        uv2, duv2, dduv2 = physics.project_motion(K, w2c, two.position, two.velocity, two.acceleration)
+        gt.update(
+            second_position=two.position, second_velocity=two.velocity, second_acceleration=two.acceleration,
+            second_phase=two.phase, second_segment=two.segment, second_center_2d=uv2, second_velocity_2d=duv2,
+            second_acceleration_2d=dduv2, second_centroid_2d=layers.second_centroid, second_area=layers.second_area,
+        )  # fmt: skip
+    return gt
 
 
 def metadata(spec: SceneSpec, recipe: ClipRecipe, trajectory: physics.Trajectory) -> dict:
@@ -77,7 +87,7 @@ def metadata(spec: SceneSpec, recipe: ClipRecipe, trajectory: physics.Trajectory
     def plain(x):
         return json.loads(json.dumps(dataclasses.asdict(x), default=float)) if x is not None else None
 
-    return {
+    meta = {
         "clip_id": spec.clip_id,
         "split": spec.split,
         "primitive": spec.primitive,
@@ -107,6 +117,9 @@ def metadata(spec: SceneSpec, recipe: ClipRecipe, trajectory: physics.Trajectory
         "supersample": recipe.supersample,
         "newtonrewards_version": __version__,
     }
+    extended = {"pendulum": plain(spec.pendulum), "second": plain(spec.second), "rolling": spec.rolling or None}
+    meta.update({k: v for k, v in extended.items() if v is not None})  # the five's meta.json keeps its keys
+    return meta
 
 
 def write_clip(root: Path, spec: SceneSpec, trajectory: physics.Trajectory, layers: Layers, recipe: ClipRecipe) -> dict:

@@ -3,6 +3,7 @@
     newtonrewards bench generate --preset mini --out nb-mini                  # seconds, CPU only
     newtonrewards bench generate --counts train=100,test=20 --primitives ramp_up --out nb-ramp --no-ray
     newtonrewards bench generate --preset full --out /data/nb60k --ray-address auto   # join a Ray cluster
+    newtonrewards bench generate --preset extended --counts test=1,ood-gravity=1 --out nb-ext --no-ray  # 9 primitives
     newtonrewards bench show nb-mini/clips/test/ramp_up/test-ramp_up-000000 --out preview.png
 """
 
@@ -28,10 +29,13 @@ def add_parser(verbs) -> None:
 
     gen = sub.add_parser("generate", help="render NewtonBench clips (resumable; Ray by default)")
     gen.add_argument("--out", help="dataset folder (created; rerun the same command to resume)")
-    gen.add_argument("--preset", help="mini (seconds) | full (NewtonBench-60K plus OOD splits); default mini")
+    gen.add_argument("--preset", help="mini (seconds) | full (NewtonBench-60K plus OOD splits) | extended (full's "
+                     "counts for the five plus rolling_ramp, bounce, pendulum, collision, and ood-gravity); "
+                     "default mini")  # fmt: skip
     gen.add_argument("--counts", help="clips PER PRIMITIVE per split, e.g. train=100,test=20 (replaces the preset): "
                      "test=50 makes 50 x 5 primitives = 250 test clips")  # fmt: skip
-    gen.add_argument("--primitives", help="comma-separated subset of the five primitives")
+    gen.add_argument("--primitives", help="comma-separated primitives (default: the preset's, the paper's five "
+                     "unless --preset extended)")  # fmt: skip
     gen.add_argument("--seed", type=int, help="generator seed (default 0)")
     gen.add_argument("--frames", type=int, help="frames per clip (default 32)")
     gen.add_argument("--fps", type=float, help="frames per second (default 16)")

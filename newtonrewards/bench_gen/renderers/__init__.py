@@ -15,8 +15,10 @@ from newtonrewards.bench_gen.spec import SceneSpec
 from newtonrewards.physics import Trajectory
 from newtonrewards.registry import build_backend
 
-# Instance ids in `Layers.instance`: 0 is scenery (sky, ground, ramp), 1 the moving object, 2.. the distractors.
+# Instance ids in `Layers.instance`: 0 is scenery (sky, ground, ramp; a pendulum's rod), 1 the moving object,
+# 2.. the distractors. A collision's second body is 2 and its distractors start at 3.
 SCENERY_ID, OBJECT_ID, FIRST_DISTRACTOR_ID = 0, 1, 2
+SECOND_BODY_ID = 2
 
 _BACKENDS = {
     "raster": "newtonrewards.bench_gen.renderers.raster:RasterRenderer",
@@ -35,6 +37,7 @@ class Layers:
     centroid:  float64 [T, 2]        (x, y) px, area-weighted centroid of the moving object's exact coverage;
                                      NaN where it covers no pixel
     area:      float64 [T]           px^2, the moving object's exact (anti-aliased) coverage
+    second_centroid, second_area:    the same for a collision's second body (None in other clips)
     """
 
     rgb: np.ndarray
@@ -43,6 +46,8 @@ class Layers:
     flow: np.ndarray
     centroid: np.ndarray
     area: np.ndarray
+    second_centroid: np.ndarray | None = None
+    second_area: np.ndarray | None = None
 
 
 class Renderer(Protocol):

@@ -153,6 +153,10 @@ class RasterRenderer:
             )
         lighting = Lighting.from_spec(spec)
         static = build_static_scene(spec, self.s, lighting)
+        if spec.pendulum is not None or spec.second is not None or spec.rolling:  # the extended primitives
+            from newtonrewards.bench_gen.renderers.raster_parts import PartsFrameLoop, scene_parts
+
+            return PartsFrameLoop(spec, self.s, lighting, static, scene_parts(spec, trajectory)).run()
         return _FrameLoop(spec, self.s, lighting, static, MovingObject(spec, lighting), positions).run()
 
 

@@ -345,9 +345,11 @@ class StaticBuilder:
             self.rays, radiance, self.sun, self.ambient, self.depth, coords, self.top, rgb, instance, depth
         )
 
-    @staticmethod
-    def _instance_of(code: int) -> int:
-        return SCENERY_ID if code < FIRST_DISTRACTOR else FIRST_DISTRACTOR_ID + code - FIRST_DISTRACTOR
+    def _instance_of(self, code: int) -> int:
+        """Scenery, or the distractor's id (one higher in a collision clip, whose second body takes id 2)."""
+        if code < FIRST_DISTRACTOR:
+            return SCENERY_ID
+        return FIRST_DISTRACTOR_ID + code - FIRST_DISTRACTOR + (self.spec.second is not None)
 
     def _pixel_instance(self, surfaces: dict) -> np.ndarray:
         """[H, W] uint8: the instance holding most of the pixel's subsamples (ties to the distractor)."""
