@@ -22,12 +22,14 @@ expert: `pipe.load_lora_weights(path, load_into_transformer_2=True)`, or `transf
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from newtonrewards.errors import UserError
 from newtonrewards.train.adapters.base import Embeds, VideoAdapter, check_sides, tiny_folder
@@ -428,23 +430,45 @@ def fit_tiny_vae(folder: str | Path, clips: torch.Tensor, steps: int = 400, lr: 
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
     vae.train()
-    for _ in range(steps):
-        pick = torch.randint(len(x), (batch,), generator=g)
-        posterior = vae.encode(x[pick]).latent_dist
-        error = (vae.decode(posterior.mode()).sample - x[pick]).abs() * weight[pick]
-        loss = error.mean() + 1e-6 * posterior.kl().mean()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-    vae.eval()
-    with torch.no_grad():
-        z = torch.cat([vae.encode(part).latent_dist.mode() for part in x.split(64)])
-        l1 = torch.cat([(vae.decode(zp).sample - xp).abs() for zp, xp in zip(z.split(64), x.split(64))]).mean() / 2
+    with _current_frame_taps(WanCausalConv3d):
+        for _ in range(steps):
+            pick = torch.randint(len(x), (batch,), generator=g)
+            posterior = vae.encode(x[pick]).latent_dist
+            error = (vae.decode(posterior.mode()).sample - x[pick]).abs() * weight[pick]
+            loss = error.mean() + 1e-6 * posterior.kl().mean()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+        vae.eval()
+        with torch.no_grad():
+            z = torch.cat([vae.encode(part).latent_dist.mode() for part in x.split(64)])
+            pairs = zip(z.split(64), x.split(64))
+            l1 = torch.cat([(vae.decode(zp).sample - xp).abs() for zp, xp in pairs]).mean() / 2
         channels = z.transpose(0, 1).flatten(1)
         vae.register_to_config(latents_mean=channels.mean(1).tolist(), latents_std=channels.std(1).tolist())
     vae.save_pretrained(Path(folder) / "vae")
     return float(l1)
+
+
+@contextlib.contextmanager
+def _current_frame_taps(conv_class):
+    """While fitting one-frame clips whose past taps are zero: each causal convolution applies its current-frame tap
+    alone (the same output and gradients, without convolving the zero causal padding: ~1.5x faster fits)."""
+    original = conv_class.forward
+
+    def current_frame(self, x, cache_x=None):
+        if self.kernel_size[0] == 1 or cache_x is not None or self.stride[0] != 1:
+            return original(self, x, cache_x)
+        pad = self._padding
+        return F.conv3d(F.pad(x, (pad[0], pad[1], pad[2], pad[3], 0, 0)), self.weight[:, :, -1:], self.bias,
+                        self.stride, 0, self.dilation, self.groups)  # fmt: skip
+
+    conv_class.forward = current_frame
+    try:
+        yield
+    finally:
+        conv_class.forward = original
 
 
 class TinyWanAdapter(WanAdapter):
