@@ -56,6 +56,10 @@ class PyBulletSimulator:
 
     def run(self, spec: SceneSpec) -> physics.Trajectory:
         """States at t = k / fps, k = 0..num_frames-1 (SI units, float64), phases and events from contacts."""
+        if spec.rolling or spec.pendulum is not None or spec.second is not None or spec.primitive == "bounce":
+            from newtonrewards.bench_gen.simulators import pybullet_extended
+
+            return pybullet_extended.run(spec, self.step_hz)
         substeps = max(1, math.ceil(self.step_hz / spec.fps - 1e-9))
         dt = 1.0 / (spec.fps * substeps)
         window = max(1, round(REST_WINDOW / dt))
