@@ -215,10 +215,16 @@ def test_extended_preset_adds_the_new_primitives_and_the_gravity_split():
     assert sum(t[0] == "ood-gravity" for t in tasks) == 9_000
 
 
-def test_extended_preset_generates_a_tiny_set_without_ray(tmp_path):
-    out = tmp_path / "ext"
+@pytest.fixture(scope="module")
+def tiny_extended(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ext") / "ext"
     summary = generate(BenchGenerateConfig(out=str(out), preset="extended", counts={"test": 1, "ood-gravity": 1},
-                                           width=48, height=48, num_frames=6, no_ray=True))  # fmt: skip
+                                           width=64, height=64, num_frames=6, no_ray=True))  # fmt: skip
+    return out, summary
+
+
+def test_extended_preset_generates_a_tiny_set_without_ray(tiny_extended):
+    out, summary = tiny_extended
     assert summary["per_split"] == {"test": 9, "ood-gravity": 9}
     rows = {r["primitive"]: r for r in dataset.read_manifest(out) if r["split"] == "test"}
     assert set(rows) == set(scenes.ALL_PRIMITIVES)
@@ -226,3 +232,20 @@ def test_extended_preset_generates_a_tiny_set_without_ray(tmp_path):
     assert gt["second_position"].shape == (6, 3) and (gt["masks"] == SECOND_BODY_ID).any()
     assert dataset.load_meta(out / rows["pendulum"]["path"])["pendulum"]["length"] > 0
     assert "second_position" not in dataset.load_gt(out / rows["free_fall"]["path"])
+
+
+@pytest.mark.parametrize("primitive", scenes.EXTENDED_PRIMITIVES)
+def test_bench_show_draws_each_extended_clip(tiny_extended, tmp_path, capsys, primitive):
+    import cv2
+
+    from newtonrewards.bench_gen.show import SECOND_COLOR
+    from newtonrewards.cli import main
+
+    out, _ = tiny_extended
+    clip = out / dataset.clip_relpath("test", primitive, scenes.clip_id("test", primitive, 0))
+    png = tmp_path / f"{primitive}.png"
+    assert main(["bench", "show", str(clip), "--out", str(png), "--frames", "4"]) == 0
+    sheet = cv2.imread(str(png))[..., ::-1]
+    assert sheet.shape[0] > 4 * 64 and sheet.shape[1] == 4 * 192
+    second_track = (np.abs(sheet.astype(int) - SECOND_COLOR).sum(axis=-1) < 30).sum()
+    assert (second_track > 20) == (primitive == "collision")
