@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +35,31 @@ from newtonrewards.errors import UserError
 
 Embeds = dict[str, torch.Tensor]
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass
+class SamplingPlan:
+    """One sampling run step by step (what `sample` does, for samplers of their own: train/sde.py). Step i takes a
+    state x = a x0 + s eps to x' = a' x0 + s' eps, with (a, s, a', s') = steps[i] (the same schedule as the state
+    before and after, except where a scheduler rounds its timesteps); `predict(x, i)` is the guided model output
+    (float32) at step i, of kind `prediction`: "flow" (eps - x0) or "v" (a eps - s x0); the first state is
+    keep_cond(noise * init_scale). The deterministic step x' = a' x0_hat + s' eps_hat is then the adapter's scheduler
+    step (tests/test_train_grpo.py checks that `sample` is reproduced)."""
+
+    steps: list[tuple[float, float, float, float]]
+    prediction: str
+    predict: Callable[[torch.Tensor, int], torch.Tensor]
+    init_scale: float = 1.0
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.steps)
+
+
+def flow_steps(sigmas) -> list[tuple[float, float, float, float]]:
+    """SamplingPlan.steps of a flow-matching scheduler from its N + 1 sigmas (the last 0): x = (1 - s) x0 + s eps."""
+    s = [float(v) for v in sigmas]
+    return [(1 - s[i], s[i], 1 - s[i + 1], s[i + 1]) for i in range(len(s) - 1)]
 
 
 class VideoAdapter(ABC):
@@ -143,6 +169,18 @@ class VideoAdapter(ABC):
         """Denoised normalised latents from `noise` with the pipeline's scheduler and guidance (guidance > 1 needs
         `negative_embeds`); `cond_latents` imposed before and after every step; gradient kept only through the last
         `grad_last_k` steps (0: none, the whole loop under no_grad)."""
+
+    def sampling_plan(
+        self,
+        embeds: Embeds,
+        noise: torch.Tensor,
+        cond_latents: torch.Tensor | None = None,
+        num_steps: int = 4,
+        guidance: float = 1.0,
+        negative_embeds: Embeds | None = None,
+    ) -> SamplingPlan:
+        """The steps `sample` takes from `noise` (same batch, embeddings, guidance, conditioning), one at a time."""
+        raise NotImplementedError(f"adapter {self.name}: no step-wise sampling plan (train grpo needs one)")
 
     # -- 6. modules, the plain pipeline, export ---------------------------------------------------------------
     def trainable_module(self) -> nn.Module:

@@ -185,6 +185,36 @@ class CogVideoXAdapter(VideoAdapter):
                 latents = self.keep_cond(latents, cond_latents)
         return latents
 
+    def sampling_plan(self, embeds, noise, cond_latents=None, num_steps=4, guidance=1.0, negative_embeds=None):
+        from newtonrewards.train.adapters.base import SamplingPlan
+
+        self._check_guidance(guidance, negative_embeds)
+        self._check_latents(noise)
+        scheduler = copy.deepcopy(self.scheduler)
+        scheduler.set_timesteps(num_steps, device=self.device)
+        text = embeds["prompt_embeds"].to(self.device, self.dtype)
+        if guidance > 1:
+            text = torch.cat([negative_embeds["prompt_embeds"].to(self.device, self.dtype), text])
+        start = self.keep_cond(noise.to(self.device) * scheduler.init_noise_sigma, cond_latents)
+        image = self.image_latents(start, cond_latents)
+        if image is not None and guidance > 1:
+            image = torch.cat([image] * 2)
+        rotary = self._rotary(start)
+
+        def predict(latents: torch.Tensor, i: int) -> torch.Tensor:
+            t = scheduler.timesteps[i]
+            x = torch.cat([latents] * 2) if guidance > 1 else latents
+            pred = self._predict(x, text, t.expand(x.shape[0]), image, rotary)
+            return self._guide(*pred.chunk(2), guidance) if guidance > 1 else pred
+
+        # the DDIM step's alpha-bars, as its step reads them: at the timestep, and at timestep - 1000 / N (or the
+        # final value) after it
+        stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        bar = lambda t: float(scheduler.alphas_cumprod[t] if t >= 0 else scheduler.final_alpha_cumprod)  # noqa: E731
+        pairs = [(bar(int(t)), bar(int(t) - stride)) for t in scheduler.timesteps]
+        steps = [(b**0.5, (1 - b) ** 0.5, n**0.5, (1 - n) ** 0.5) for b, n in pairs]
+        return SamplingPlan(steps, "v", predict, float(scheduler.init_noise_sigma))
+
     # -- 6. pipeline (modules, inputs, export: VideoAdapter's) --------------------------------------------------
     def pipeline(self):
         return self.pipeline_class(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,

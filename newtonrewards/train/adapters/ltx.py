@@ -216,6 +216,26 @@ class LTXAdapter(VideoAdapter):
                 latents = self.keep_cond(latents, cond_latents)
         return latents
 
+    def sampling_plan(self, embeds, noise, cond_latents=None, num_steps=4, guidance=1.0, negative_embeds=None):
+        from newtonrewards.train.adapters.base import SamplingPlan, flow_steps
+
+        self._check_guidance(guidance, negative_embeds)
+        _, _, f, h, w = noise.shape
+        scheduler = self._schedule(num_steps, f * h * w)
+        num_cond = 0 if cond_latents is None else cond_latents.shape[2]
+        text, mask = self._text(embeds)
+        if guidance > 1:
+            neg_text, neg_mask = self._text(negative_embeds)
+            text, mask = torch.cat([neg_text, text]), torch.cat([neg_mask, mask])
+
+        def predict(latents: torch.Tensor, i: int) -> torch.Tensor:
+            t = scheduler.timesteps[i]
+            x = torch.cat([latents] * 2) if guidance > 1 else latents
+            pred = self._velocity(x, text, mask, t.expand(x.shape[0]), num_cond)
+            return self._guide(*pred.chunk(2), guidance) if guidance > 1 else pred
+
+        return SamplingPlan(flow_steps(scheduler.sigmas), "flow", predict)
+
     # -- 6. pipeline (modules, export: VideoAdapter's) ----------------------------------------------------------
     def pipeline(self):
         from diffusers import LTXPipeline

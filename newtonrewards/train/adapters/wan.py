@@ -326,6 +326,27 @@ class WanAdapter(VideoAdapter):
                 latents = self.keep_cond(latents, cond_latents)
         return latents
 
+    def sampling_plan(self, embeds, noise, cond_latents=None, num_steps=4, guidance=1.0, negative_embeds=None):
+        from newtonrewards.train.adapters.base import SamplingPlan, flow_steps
+
+        self._check_guidance(guidance, negative_embeds)
+        scheduler = copy.deepcopy(self.scheduler)
+        scheduler.set_timesteps(num_steps, device=self.device)
+        num_cond = 0 if cond_latents is None else cond_latents.shape[2]
+        cond = embeds["prompt_embeds"].to(self.device, self.dtype)
+        uncond = negative_embeds["prompt_embeds"].to(self.device, self.dtype) if guidance > 1 else None
+        image = self.image_condition(self.keep_cond(noise.to(self.device, torch.float32), cond_latents), num_cond)
+
+        def predict(latents: torch.Tensor, i: int) -> torch.Tensor:
+            t = scheduler.timesteps[i]
+            timestep, expert = self._timestep(t, latents, num_cond), self._expert(t)
+            pred = self._predict(latents, timestep, cond, *image, expert)
+            if uncond is not None:
+                pred = self._guide(self._predict(latents, timestep, uncond, *image, expert), pred, guidance)
+            return pred.float()
+
+        return SamplingPlan(flow_steps(scheduler.sigmas), "flow", predict)  # the sigmas the Euler step reads
+
     # -- 6. pipeline (modules, inputs, export: VideoAdapter's) --------------------------------------------------
     def pipeline(self):
         from diffusers import WanImageToVideoPipeline, WanPipeline
