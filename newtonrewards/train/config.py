@@ -1,4 +1,5 @@
-"""Typed recipe of `newtonrewards train sft|reward` and `newtonrewards generate`, validated before any model is built.
+"""Typed recipe of `newtonrewards train sft|reward|grpo` and `newtonrewards generate`, validated before any model is
+built.
 
 Recipes live in configs/train/*.yaml and load with newtonrewards.config.build_config (defaults <- YAML <- --set).
 """
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from newtonrewards.errors import UserError
+from newtonrewards.eval.trajectory import TrajectoryConfig
 from newtonrewards.rewards.composite import MIN_FRAMES, RewardConfig
 
 COND_MODES = ("text", "first_frame", "first_frames")
-STAGES = ("sft", "reward")
+STAGES = ("sft", "reward", "grpo")
 PRECISIONS = ("no", "bf16", "fp16")
 
 
@@ -89,8 +91,31 @@ class RewardStageConfig:
 
 
 @dataclass
+class GRPOConfig:
+    """`train grpo`: groups of stochastic samples per clip, group-relative advantages, the clipped policy-ratio
+    objective over denoising steps, KL to the starting policy (train/grpo.py, train/sde.py)."""
+
+    group_size: int = 4  # G samples per clip; advantages are relative to the clip's group
+    eta: float = 0.7  # sampler noise: 0 the adapter's ODE sampler (not allowed here), 1 the DDPM posterior
+    train_steps: list[int] = field(default_factory=list)  # denoising steps whose transitions train; empty: all
+    random_steps: int = 0  # > 0: this many of those, drawn anew for each update
+    clip_range: float = 1e-3  # PPO clip of the policy ratio
+    kl_beta: float = 0.01  # weight of the KL to the starting policy (0: no reference copy is kept)
+    adv_eps: float = 1e-4  # (reward - mean) / (std + adv_eps)
+    reuse: int = 1  # optimizer steps trained on one rollout (> 1: later steps are off-policy and the clip acts)
+    w_newton: float = 1.0  # reward = -(w_newton * NewtonReward loss + w_trajectory * trajectory loss)
+    w_trajectory: float = 0.0
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    eval_every: int = 0  # held-out evaluation (trajectory errors on eval_split) every n steps; 0: none
+    eval_split: str = "test"
+    eval_clips: int = 4
+    hacking_patience: int = 3  # alarm after this many evaluations in a row of reward up, held-out metrics worse
+    stop_on_hacking: bool = False  # stop the run (after a checkpoint) when the alarm fires
+
+
+@dataclass
 class TrainConfig:
-    """`newtonrewards train sft|reward`."""
+    """`newtonrewards train sft|reward|grpo`."""
 
     out: str = ""
     stage: str = "sft"
@@ -101,6 +126,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     reward: RewardStageConfig = field(default_factory=RewardStageConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
     init_from: str = ""  # a train output folder or export whose weights start this run (the SFT run for stage 2)
     steps: int = 100
     batch_size: int = 1
@@ -211,6 +237,9 @@ def validate_train(cfg: TrainConfig) -> None:
         s = cfg.sampling
         if not 0 <= s.grad_last_k <= s.num_steps or s.grad_last_k == 0:
             raise UserError(f"{where}: sampling.grad_last_k={s.grad_last_k} must lie in 1..num_steps ({s.num_steps})")
+    if cfg.stage == "grpo":
+        validate_grpo(cfg, where)
+    if cfg.stage in ("reward", "grpo"):
         seen = cfg.reward.frames or cfg.data.num_frames
         if seen < MIN_FRAMES or seen > cfg.data.num_frames:
             raise UserError(f"{where}: the reward needs {MIN_FRAMES}..num_frames frames, got {seen} (reward.frames)")
@@ -220,3 +249,36 @@ def validate_train(cfg: TrainConfig) -> None:
             raise UserError(f"{where}: {exc}") from None
     if cfg.init_from and not Path(cfg.init_from).exists():
         raise UserError(f"{where}: init_from {cfg.init_from} does not exist")
+
+
+def validate_grpo(cfg: TrainConfig, where: str) -> None:
+    """The GRPO options (one line each): group, noise, steps that train, clip, KL, reuse vs checkpoints, rewards."""
+    g, n = cfg.grpo, cfg.sampling.num_steps
+    if n < 2:
+        raise UserError(f"{where}: sampling.num_steps={n} must be >= 2 for grpo (the last step is deterministic)")
+    if g.group_size < 2:
+        raise UserError(f"{where}: grpo.group_size={g.group_size} must be >= 2 (advantages are relative to the group)")
+    if not 0 < g.eta <= 1:
+        raise UserError(f"{where}: grpo.eta={g.eta} must lie in (0, 1] (0 samples deterministically: no log-probs)")
+    bad = [j for j in g.train_steps if not 0 <= j < n]
+    if bad:
+        raise UserError(f"{where}: grpo.train_steps {bad} must lie in 0..num_steps-1 ({n - 1})")
+    if g.random_steps < 0 or g.clip_range <= 0 or g.kl_beta < 0 or g.adv_eps <= 0:
+        raise UserError(f"{where}: grpo.random_steps >= 0, clip_range > 0, kl_beta >= 0 and adv_eps > 0 are needed "
+                        f"(got {g.random_steps}, {g.clip_range}, {g.kl_beta}, {g.adv_eps})")  # fmt: skip
+    if g.reuse < 1 or cfg.save_every % g.reuse or cfg.steps % g.reuse:
+        raise UserError(f"{where}: grpo.reuse={g.reuse} must be >= 1 and divide save_every ({cfg.save_every}) and "
+                        f"steps ({cfg.steps}), so that checkpoints fall between rollouts (exact resume)")  # fmt: skip
+    if g.w_newton < 0 or g.w_trajectory < 0 or g.w_newton + g.w_trajectory == 0:
+        raise UserError(f"{where}: grpo.w_newton={g.w_newton} and grpo.w_trajectory={g.w_trajectory} must be >= 0, "
+                        "not both 0")  # fmt: skip
+    if g.eval_every < 0 or g.eval_clips < 1 or g.hacking_patience < 1:
+        raise UserError(f"{where}: grpo.eval_every >= 0, eval_clips >= 1 and hacking_patience >= 1 are needed")
+    try:
+        g.trajectory.validate()
+    except ValueError as exc:
+        raise UserError(f"{where}: grpo.{exc}") from None
+    if g.eval_every:
+        from newtonrewards import dataset
+
+        dataset.open_bench(cfg.data.bench, g.eval_split)  # one line if there is no such split

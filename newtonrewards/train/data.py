@@ -25,12 +25,44 @@ def resize_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     t, h, w, _ = frames.shape
     if (h, w) == (height, width):
         return frames
-    scale = max(height / h, width / w)
-    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    scale, nh, nw, top, left = crop_geometry(h, w, height, width)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = np.stack([cv2.resize(f, (nw, nh), interpolation=interp) for f in frames])
-    top, left = (nh - height) // 2, (nw - width) // 2
     return resized[:, top : top + height, left : left + width]
+
+
+def crop_geometry(h: int, w: int, height: int, width: int) -> tuple[float, int, int, int, int]:
+    """(scale, resized height, resized width, top, left) of resize_crop from h x w to height x width."""
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    return scale, nh, nw, (nh - height) // 2, (nw - width) // 2
+
+
+def truth_track(clip_dir: str | Path, num_frames: int, height: int, width: int, stride: int = 1) -> dict:
+    """The exact track of a clip's moving object as the recipe sees the clip (frames [: : stride], resize_crop):
+    {"first_mask": bool [height, width], "track": float64 [T, 2] (x, y px, NaN where not visible), "contact": [T]}.
+    Coordinates map as cv2.resize maps pixel centres, x' = (x + 0.5) nw / w - 0.5 - left."""
+    import cv2
+
+    path = Path(clip_dir) / dataset.GT_FILE
+    try:
+        with np.load(path, allow_pickle=False) as gt:
+            centroid, contact, first = gt["centroid_2d"], gt["contact"], gt["masks"][0] == 1
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ground truth ({exc})") from None
+    keep = slice(0, (num_frames - 1) * stride + 1, stride)
+    h, w = first.shape
+    scale, nh, nw, top, left = crop_geometry(h, w, height, width)
+    x, y = centroid[keep, 0], centroid[keep, 1]
+    track = np.stack([(x + 0.5) * nw / w - 0.5 - left, (y + 0.5) * nh / h - 0.5 - top], axis=1)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    coverage = cv2.resize(first.astype(np.float32), (nw, nh), interpolation=interp)
+    coverage = coverage[top : top + height, left : left + width]
+    if coverage.max() <= 0:
+        raise UserError(f"{path}: the moving object is not visible in frame 0 at {height}x{width}; the trajectory "
+                        "reward needs it (choose clips or a size where it shows)")  # fmt: skip
+    mask = coverage >= min(0.5, coverage.max() / 2)  # an object smaller than a pixel keeps its densest pixels
+    return {"first_mask": mask, "track": track, "contact": contact[keep].astype(bool)}
 
 
 class BenchClips(Dataset):

@@ -1,4 +1,4 @@
-"""The one training loop behind `newtonrewards train sft|reward`: Accelerate-native (DDP / FSDP / DeepSpeed through
+"""The one training loop behind `newtonrewards train sft|reward|grpo`: Accelerate-native (DDP / FSDP / DeepSpeed through
 `accelerate launch`), gradient accumulation, clipping, optional EMA, checkpoints that resume exactly, trackers.
 
     from newtonrewards.train.loop import train
@@ -103,7 +103,12 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
-    clips = clips_from_config(cfg.data, cfg.reward.reward if cfg.stage == "reward" else None)
+    clips = clips_from_config(cfg.data, cfg.reward.reward if cfg.stage in ("reward", "grpo") else None)
+    heldout = None  # GRPO's held-out clips (the reward-hacking alarm's evaluation)
+    if cfg.stage == "grpo" and cfg.grpo.eval_every:
+        from dataclasses import replace
+
+        heldout = clips_from_config(replace(cfg.data, split=cfg.grpo.eval_split, max_clips=cfg.grpo.eval_clips))
 
     # 1. model, LoRA, starting weights (one process per node first: it downloads or builds a tiny-* folder once)
     with accelerator.local_main_process_first():
@@ -115,7 +120,7 @@ def train(cfg: TrainConfig) -> dict:
 
     # 2. prompts: embedded once (main process first), then the text encoder is freed
     cache = PromptCache(cfg.prompt_cache or out / "prompt_cache", adapter)
-    prompts = sorted(set(clips.prompts()) | {cfg.sampling.negative_prompt})
+    prompts = sorted(set(clips.prompts()) | {cfg.sampling.negative_prompt} | set(heldout.prompts() if heldout else []))
     with accelerator.main_process_first():
         cache.fill(prompts)
     adapter.free_text_encoder()
@@ -127,6 +132,11 @@ def train(cfg: TrainConfig) -> dict:
         from newtonrewards.train.sft import SFTStep
 
         step_fn = SFTStep(adapter, embed, cfg)
+    elif cfg.stage == "grpo":
+        from newtonrewards.rewards.composite import NewtonReward
+        from newtonrewards.train.grpo import GRPOStep
+
+        step_fn = GRPOStep(adapter, embed, cfg, NewtonReward(cfg.reward.reward).to(device), clips, heldout)
     else:
         from newtonrewards.rewards.composite import NewtonReward
         from newtonrewards.train.reward_ft import RewardStep
@@ -153,6 +163,12 @@ def train(cfg: TrainConfig) -> dict:
         ema = EMAModel(params, decay=cfg.ema_decay)
         ema.to(device)
         accelerator.register_for_checkpointing(EMACheckpoint(ema))
+    monitor = None
+    if cfg.stage == "grpo":
+        from newtonrewards.train.hacking import HackingMonitor
+
+        monitor = HackingMonitor(cfg.grpo.hacking_patience)
+        accelerator.register_for_checkpointing(monitor)
     if checkpoint_dirs(out):
         accelerator.load_state(str(checkpoint_dirs(out)[-1]))
         accelerator.print(f"train: resumed from {checkpoint_dirs(out)[-1]} at step {progress.step}")
@@ -163,6 +179,7 @@ def train(cfg: TrainConfig) -> dict:
     micro = progress.step * cfg.grad_accum
     epoch, skip = divmod(micro, len(loader))
     last: dict = {}
+    stop = False
     sums: dict = {}
     clips_seen: set[str] = set()  # this rank's shard of the data (OUT/ranks/rankN.json)
     from tqdm import tqdm
@@ -195,17 +212,24 @@ def train(cfg: TrainConfig) -> dict:
             bar.update(1)
             if ema is not None:
                 ema.step(params)
-            if progress.step % cfg.log_every == 0 or progress.step == cfg.steps:
-                last = {k: v / (cfg.grad_accum) for k, v in sums.items()}
+            heldout_logs, stop = {}, False
+            if monitor is not None:
+                monitor.add_reward(sums["reward"] / cfg.grad_accum)
+                if cfg.grpo.eval_every and progress.step % cfg.grpo.eval_every == 0:
+                    heldout_logs, stop = _heldout(accelerator, step_fn, monitor, cfg, progress.step)
+            if progress.step % cfg.log_every == 0 or progress.step == cfg.steps or heldout_logs:
+                last = {k: v / (cfg.grad_accum) for k, v in sums.items()} | heldout_logs
                 last["lr"] = schedule.get_last_lr()[0]
                 _log(accelerator, out, progress.step, last)
             sums = {}
             if cfg.sample_every and progress.step % cfg.sample_every == 0:
                 _write_samples(accelerator, adapter, clips, cfg, progress.step)
-            if progress.step % cfg.save_every == 0 or progress.step == cfg.steps:
+            if progress.step % cfg.save_every == 0 or progress.step == cfg.steps or stop:
                 save_checkpoint(accelerator, out, progress.step, cfg.keep_checkpoints)
-            if progress.step >= cfg.steps:
+            if progress.step >= cfg.steps or stop:
                 break
+        if stop:
+            break
         epoch += 1
     bar.close()
     if accelerator.num_processes > 1:
@@ -223,6 +247,24 @@ def train(cfg: TrainConfig) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"out": str(out), "step": progress.step, "final": str(final) if final else None, "metrics": last}
+
+
+def _heldout(accelerator, step_fn, monitor, cfg: TrainConfig, step: int) -> tuple[dict, bool]:
+    """GRPO's held-out evaluation at `step` (every rank, same values): (values to log with the hacking streak,
+    whether to stop); the alarm is printed, and stops the run when grpo.stop_on_hacking is set."""
+    was_training = step_fn.adapter.trainable_module().training
+    step_fn.adapter.trainable_module().eval()
+    metrics = step_fn.evaluate_heldout(cfg.seed)
+    step_fn.adapter.trainable_module().train(was_training)
+    streak, alarm = monitor.update(metrics)
+    values = {f"heldout/{k}": v for k, v in metrics.items()}
+    values |= {"heldout/train_reward": monitor.train[-1], "hacking_streak": streak, "hacking_alarm": alarm}
+    if alarm:
+        accelerator.print(f"train grpo: reward hacking at step {step}: the training reward rose while the held-out "
+                          f"trajectory errors got worse {streak} evaluations in a row (grpo.hacking_patience="
+                          f"{cfg.grpo.hacking_patience}); {'stopping' if cfg.grpo.stop_on_hacking else 'going on'}",
+                          file=sys.stderr)  # fmt: skip
+    return values, alarm and cfg.grpo.stop_on_hacking
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
