@@ -321,6 +321,8 @@ class EmbeddedTracker:
         overlap[0] = 0
         fg = (overlap > 0.1 * overlap.max())[comp]
         out = np.zeros_like(prior)
+        if not fg.any():  # no component meets the prior (a generated clip's object vanished): nothing found
+            return out
         if self.convex:
             points = np.stack(np.nonzero(fg)[::-1], axis=1).astype(np.int32)
             hull = np.zeros(fg.shape, np.uint8)
