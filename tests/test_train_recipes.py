@@ -26,7 +26,7 @@ def bench(tmp_path_factory):
 
 
 def stage_of(recipe: Path) -> str:
-    return "reward" if "reward" in recipe.stem else "sft"
+    return next((stage for stage in ("reward", "grpo") if stage in recipe.stem), "sft")
 
 
 def test_there_is_an_sft_and_a_reward_recipe_for_every_real_adapter():
@@ -34,7 +34,9 @@ def test_there_is_an_sft_and_a_reward_recipe_for_every_real_adapter():
     assert {"wan", "ltx", "cogvideox", "tiny-wan"} <= set(adapters)
     for name in ("wan", "ltx", "cogvideox"):
         stages = {stage_of(r) for r in RECIPES if build_config(TrainConfig, str(r), {}).model.adapter == name}
-        assert stages == {"sft", "reward"}, name
+        assert {"sft", "reward"} <= stages, name
+    assert {"tiny-wan", "wan"} <= {build_config(TrainConfig, str(r), {}).model.adapter for r in RECIPES
+                                   if stage_of(r) == "grpo"}  # fmt: skip
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
@@ -73,7 +75,7 @@ def header_of(recipe: Path) -> str:
     return "\n".join(line for line in lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))])
 
 
-@pytest.mark.parametrize("recipe", [r for r in RECIPES if stage_of(r) == "reward"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if stage_of(r) in ("reward", "grpo")], ids=lambda p: p.stem)
 def test_reward_recipes_load_trained_flow_and_encoder_weights_or_say_why_not(recipe):
     """RAFT and the transformers encoders load pretrained weights (never a silent random init) and the header says
     where they come from; the weight-free `classical` / `pixels` models are named in the header with the reason."""
@@ -110,17 +112,18 @@ PREFLIGHTS: list[TrainConfig] = []  # the configs the patched `train` checked, i
 
 
 def toy_run(monkeypatch, work: Path) -> None:
-    """Run commands in `work` (configs/ linked in): `bench generate` makes 1 train clip per primitive at 32x32 with the
-    frames it is given, `train` runs its pre-flight and loads its first clip only, and building a model fails the
-    test."""
+    """Run commands in `work` (configs/ linked in): `bench generate` makes 1 train (and test, when the command's bench
+    has that split: GRPO's held-out evaluation reads it) clip per primitive at 32x32 with the frames it is given,
+    `train` runs its pre-flight and loads its first clip only, and building a model fails the test."""
     import newtonrewards.bench_gen.driver as driver
     import newtonrewards.train.adapters as adapters
     import newtonrewards.train.loop as loop
 
     real_generate = driver.generate
 
-    def toy_generate(cfg):
-        return real_generate(replace(cfg, counts={"train": 1}, width=32, height=32, no_ray=True))
+    def toy_generate(cfg):  # one clip per primitive in train, and in test when the command's bench has one
+        counts = {split: 1 for split in ("train", "test") if split in driver.counts_of(cfg)}
+        return real_generate(replace(cfg, counts=counts or {"train": 1}, width=32, height=32, no_ray=True))
 
     def preflight(cfg):
         from newtonrewards.train.data import clips_from_config
