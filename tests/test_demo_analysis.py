@@ -10,7 +10,7 @@ from newtonrewards.demo.analysis import ALL, paired_comparison, primitives_bette
 def _row(primitive, scale, iou=0.5, motion=2.0, **extra):
     """An evaluation row whose four error metrics are `scale` and whose IoU is `iou`."""
     row = dict(primitive=primitive, l2=scale, chamfer=scale, iou=iou, velocity_rmse=scale,
-               acceleration_rmse=scale, motion=motion)  # fmt: skip
+               acceleration_rmse=scale, motion=motion, frames=9, fallback_frames=0, lost_fraction=0.0)  # fmt: skip
     row.update(extra)
     return row
 
@@ -41,3 +41,13 @@ def test_failed_and_missing_continuations_are_counted_per_run():
     assert (out["failed_base"], out["failed_run"], out["n"]) == (1, 1, 1)
     assert "motion_run" not in out  # no finite motion to compare
     assert math.isclose(out["mean"], 0.0, abs_tol=1e-12)
+
+
+def test_a_continuation_the_tracker_only_extrapolated_counts_as_failed_not_as_a_score():
+    base = {("a", 0): _row("ramp_up", 2.0), ("b", 0): _row("ramp_up", 2.0)}
+    run = {("a", 0): _row("ramp_up", 1.0), ("b", 0): _row("ramp_up", 0.01, fallback_frames=5)}  # 5 of 9 frames
+    out = paired_comparison(base, run, samples=10)["ramp_up"]
+    assert (out["n"], out["failed_base"], out["failed_run"]) == (1, 0, 1)
+    assert out["mean"] == pytest.approx(0.4)  # the extrapolated clip's tiny errors are not counted as a win
+    run[("b", 0)] = _row("ramp_up", 1.0, fallback_frames=2, lost_fraction=2 / 9)  # 4 of 9: still measured
+    assert paired_comparison(base, run, samples=10)["ramp_up"]["n"] == 2

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     for seed, v in a["per_seed"].items():
         motion = "-" if v["motion_vs_truth"] is None else f"{v['motion_vs_truth']:.2f}x"
         print(f"training seed {seed}: reward beats SFT on {v['primitives_better']} of 5 primitives (test split); "
-              f"motion {motion} the ground truth's; clips failed to track SFT {v['failed_sft']}, "
+              f"motion {motion} the ground truth's; continuations not tracked: SFT {v['failed_sft']}, "
               f"reward {v['failed_reward']}")  # fmt: skip
     print(f"tracker IoU on the ground truth: {a['tracker_iou_on_truth']:.3f}; report: {cfg.out}/report.html")
     return 0

@@ -4,7 +4,9 @@ Pure functions of evaluation rows (results.jsonl rows of `newtonrewards eval`), 
 that every continuation of a clip is paired with the SFT continuation of the same clip and seed. Changes follow
 `eval compare`'s sign (positive = better: errors down, IoU up); the headline per primitive is the mean relative
 change of the five physics metrics (PAPER.md section 5), with a paired bootstrap interval over the continuations.
-Continuations one run failed to score are left out of both runs' means and counted.
+Continuations one run failed to score are left out of both runs' means and counted, and so are those the tracker did
+not follow: lost or kept on its motion prior (`fallback_frames`) on more than half of the frames, whose L2 and IoU
+would measure the tracker's extrapolation, not the video.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from newtonrewards.eval.pipeline import HIGHER_IS_BETTER, PHYSICS
 
 ALL = "all"
+UNTRACKED_SHARE = 0.5  # a continuation whose object is lost or extrapolated on more than this share of frames failed
 
 
 def _change(run: float, base: float, metric: str) -> float:
@@ -45,8 +48,8 @@ def paired_comparison(base: dict, run: dict, truth_motion: float | None = None, 
     out = {}
     for group in groups:
         keys = [k for k in base if group in (ALL, base[k]["primitive"])]
-        failed_base = sum("error" in base[k] for k in keys)
-        failed_run = sum("error" in run.get(k, {"error": "missing"}) for k in keys)
+        failed_base = sum(not tracked(base[k]) for k in keys)
+        failed_run = sum(not tracked(run.get(k, {"error": "missing"})) for k in keys)
         common = [k for k in keys if _scored(base[k], metrics) and _scored(run.get(k, {"error": ""}), metrics)]
         entry = {"n": len(common), "failed_base": failed_base, "failed_run": failed_run, "continuations": len(keys)}
         if common:
@@ -69,9 +72,18 @@ def paired_comparison(base: dict, run: dict, truth_motion: float | None = None, 
     return out
 
 
+def tracked(row: dict) -> bool:
+    """The row was scored and the tracker measured the object (not lost, not on its prior) on most frames."""
+    if "error" in row:
+        return False
+    frames = row.get("frames") or 0
+    lost = (row.get("lost_fraction") or 0.0) * frames
+    return frames > 0 and lost + (row.get("fallback_frames") or 0) <= UNTRACKED_SHARE * frames
+
+
 def _scored(row: dict, metrics) -> bool:
-    """The row was scored and has a finite value of every metric."""
-    return "error" not in row and all(_finite(row.get(m)) for m in metrics)
+    """The row was tracked and has a finite value of every metric."""
+    return tracked(row) and all(_finite(row.get(m)) for m in metrics)
 
 
 def _finite(value) -> bool:

@@ -71,7 +71,7 @@ def _acceptance(summary: dict) -> str:
             f"(needs &ge; {TRACKER_IOU}: {_mark(a['tracker_ok'])}). Machine: {esc(summary['machine'])}; "
             f"stages (s): {esc(json.dumps(summary.get('seconds', {})))}</p>")  # fmt: skip
     header = ["training seed", "primitives where reward beats SFT (test)", "motion / ground truth's (within 30%)",
-              "clips failed to track, SFT / reward"]  # fmt: skip
+              "continuations not tracked (error, or lost / extrapolated on > half the frames), SFT / reward"]  # fmt: skip
     return head + _table(header, rows)
 
 
@@ -88,7 +88,7 @@ def _tables(summary: dict) -> str:
                 motion = "-" if "motion_base" not in e else f"{e['motion_base']:.2f} / {e['motion_run']:.2f}"
                 cells += [f"{e['n']} of {e['continuations']}", f"{e['failed_base']} / {e['failed_run']}", motion]
                 body.append(cells)
-            header = ["primitive", "mean change, 95% CI", *PHYSICS, "compared", "failed SFT / reward",
+            header = ["primitive", "mean change, 95% CI", *PHYSICS, "compared", "not tracked SFT / reward",
                       "motion / truth, SFT / reward"]  # fmt: skip
             parts.append(f"<h3>training seed {esc(seed)}, split {esc(split)}</h3>" + _table(header, body))
     return ("<p>Relative change of reward fine-tuning over SFT (positive = better: errors down, IoU up), on the "
