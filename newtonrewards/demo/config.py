@@ -18,13 +18,13 @@ PRESETS: dict[str, dict] = {
                                              "ood-friction": 1},
                   vae_spatial=2, vae_steps=20, vae_batch=8, sft_steps=10, reward_steps=2, checkpoints=2,
                   training_seeds=[0], eval_seeds=[1], visual_clips=2),  # fmt: skip
-    "default": dict(size=96, frames=9, counts={"train": 4, "test": 2, "ood-height": 1, "ood-speed": 1,
+    "default": dict(size=96, frames=9, counts={"train": 16, "test": 2, "ood-height": 1, "ood-speed": 1,
                                                "ood-friction": 1},
-                    vae_spatial=4, vae_steps=300, vae_batch=8, sft_steps=300, reward_steps=40, checkpoints=4,
+                    vae_spatial=4, vae_steps=600, vae_batch=8, sft_steps=300, reward_steps=40, checkpoints=4,
                     training_seeds=[0], eval_seeds=[1234, 5678], visual_clips=5),  # fmt: skip
-    "paper-cpu": dict(size=96, frames=9, counts={"train": 8, "test": 4, "ood-height": 2, "ood-speed": 2,
+    "paper-cpu": dict(size=96, frames=9, counts={"train": 32, "test": 4, "ood-height": 2, "ood-speed": 2,
                                                  "ood-friction": 2},
-                      vae_spatial=4, vae_steps=400, vae_batch=8, sft_steps=800, reward_steps=100, checkpoints=4,
+                      vae_spatial=4, vae_steps=1200, vae_batch=8, sft_steps=1500, reward_steps=100, checkpoints=4,
                       training_seeds=[0, 1, 2], eval_seeds=[1234, 5678, 9012, 3456], visual_clips=5),  # fmt: skip
 }
 
