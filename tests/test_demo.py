@@ -46,6 +46,10 @@ def test_the_quick_demo_writes_every_artefact(quick_demo, capsys):
     html = (quick_demo / "report.html").read_text()
     assert all(f'id="{s}"' in html for s in report.SECTIONS) and html.count("<svg") >= len(SPLITS) + 1
     assert html.count("<img") == 2 * 3  # two clips: ground truth, SFT, reward
+    seed0 = accept["per_seed"]["0"]
+    assert seed0["compared"] == [test["all"]["n"], 5] and seed0["comparable"] == (test["all"]["n"] >= 2.5)
+    assert ("not a measurement of learning" in html) == (not seed0["comparable"])
+    assert seed0["comparable"] or not seed0["beats_sft"]  # too few tracked pairs never count as a win
 
 
 def test_the_report_loads_in_a_browser(quick_demo, chromium):

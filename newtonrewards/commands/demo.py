@@ -37,5 +37,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"training seed {seed}: reward beats SFT on {v['primitives_better']} of 5 primitives (test split); "
               f"motion {motion} the ground truth's; continuations not tracked: SFT {v['failed_sft']}, "
               f"reward {v['failed_reward']}")  # fmt: skip
+        if not v.get("comparable", True):
+            print(f"training seed {seed}: only {v['compared'][0]} of {v['compared'][1]} test continuations were "
+                  "tracked in both runs: not a measurement of learning")  # fmt: skip
     print(f"tracker IoU on the ground truth: {a['tracker_iou_on_truth']:.3f}; report: {cfg.out}/report.html")
     return 0

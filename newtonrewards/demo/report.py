@@ -17,6 +17,7 @@ from newtonrewards.eval.report import _page, _table, bar_chart_svg, esc, png_bas
 SECTIONS = ("acceptance", "table", "charts", "clips", "curves")
 MOTION_TOLERANCE = 0.3  # the reward model's motion must stay within 30% of the ground truth's
 TRACKER_IOU = 0.8  # the size is right when the tracker follows the ground truth this well
+COMPARED_SHARE = 0.5  # below this share of test continuations tracked in both runs, the table measures too little
 CURVE_TERMS = ("total", "kinematic", "mass", "motion_floor", "motion_match")
 
 
@@ -38,7 +39,10 @@ def summarize(out: Path, cfg: DemoConfig, bench: dict, truth: dict, curves: dict
         "per_seed": {
             seed: {
                 "primitives_better": primitives_better(c["test"]),
-                "beats_sft": primitives_better(c["test"]) >= 4,
+                "compared": [c["test"][ALL]["n"], c["test"][ALL]["continuations"]],
+                "comparable": c["test"][ALL]["n"] >= COMPARED_SHARE * c["test"][ALL]["continuations"],
+                "beats_sft": primitives_better(c["test"]) >= 4
+                and c["test"][ALL]["n"] >= COMPARED_SHARE * c["test"][ALL]["continuations"],
                 "motion_vs_truth": c["test"][ALL].get("motion_run"),
                 "motion_ok": abs(c["test"][ALL].get("motion_run", np.inf) - 1) <= MOTION_TOLERANCE,
                 "failed_sft": c["test"][ALL]["failed_base"],
@@ -70,6 +74,10 @@ def _acceptance(summary: dict) -> str:
     head = (f"<p>Tracker on the ground-truth test videos: IoU {a['tracker_iou_on_truth']:.3f} "
             f"(needs &ge; {TRACKER_IOU}: {_mark(a['tracker_ok'])}). Machine: {esc(summary['machine'])}; "
             f"stages (s): {esc(json.dumps(summary.get('seconds', {})))}</p>")  # fmt: skip
+    for s, v in a["per_seed"].items():
+        if not v.get("comparable", True):
+            head += (f"<p><b>Training seed {esc(s)}: only {v['compared'][0]} of {v['compared'][1]} test continuations "
+                     "were tracked in both runs; the comparison is not a measurement of learning.</b></p>")
     header = ["training seed", "primitives where reward beats SFT (test)", "motion / ground truth's (within 30%)",
               "continuations not tracked (error, or lost / extrapolated on > half the frames), SFT / reward"]  # fmt: skip
     return head + _table(header, rows)
