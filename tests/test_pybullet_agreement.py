@@ -21,6 +21,7 @@ from newtonrewards import physics  # noqa: E402
 from newtonrewards.bench_gen import scenes  # noqa: E402
 from newtonrewards.bench_gen.simulators import make_simulator, simulator_names  # noqa: E402
 from newtonrewards.bench_gen.simulators import pybullet_sim  # noqa: E402
+from simulator_pair import analytic_and_bullet, pixels  # noqa: E402
 
 SETTINGS = scenes.SceneSettings()
 OOD_SPLIT = {
@@ -39,22 +40,12 @@ MAX_PIXELS = 1.0
 @pytest.fixture(scope="module")
 def simulate():
     """Cached (spec, analytic trajectory, pybullet trajectory) per (primitive, split, index)."""
-    analytic, bullet, cache = make_simulator("analytic"), make_simulator("pybullet"), {}
-
-    def run(primitive: str, split: str, index: int):
-        key = (primitive, split, index)
-        if key not in cache:
-            spec = scenes.sample_scene(SETTINGS, split, primitive, index)
-            cache[key] = (spec, analytic.run(spec), bullet.run(spec))
-        return cache[key]
-
-    return run
+    return analytic_and_bullet(SETTINGS)
 
 
 def pixel_error(spec, a: physics.Trajectory, b: physics.Trajectory) -> np.ndarray:
     """Per-frame distance [T] in pixels between the two centres projected by the clip's camera."""
-    K, M = spec.camera.K, spec.camera.world_to_camera
-    return np.linalg.norm(physics.project(K, M, a.position) - physics.project(K, M, b.position), axis=-1)
+    return pixels(spec, a.position, b.position)
 
 
 def test_registry_builds_pybullet_by_name():

@@ -18,6 +18,7 @@ pytest.importorskip("pybullet")
 from newtonrewards import physics  # noqa: E402
 from newtonrewards.bench_gen import scenes  # noqa: E402
 from newtonrewards.bench_gen.simulators import make_simulator  # noqa: E402
+from simulator_pair import analytic_and_bullet, pixels  # noqa: E402
 
 SETTINGS = scenes.SceneSettings()
 CASES = [("train", i) for i in range(4)] + [("ood-gravity", 0)]
@@ -27,22 +28,7 @@ AFTER_IMPACT_PIXELS = 3.0  # measured worst: bounce 2.0 px, collision's second b
 
 @pytest.fixture(scope="module")
 def simulate():
-    analytic, bullet, cache = make_simulator("analytic"), make_simulator("pybullet"), {}
-
-    def run(primitive: str, split: str, index: int):
-        key = (primitive, split, index)
-        if key not in cache:
-            spec = scenes.sample_scene(SETTINGS, split, primitive, index)
-            cache[key] = (spec, analytic.run(spec), bullet.run(spec))
-        return cache[key]
-
-    return run
-
-
-def pixels(spec, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame distance [T] in pixels between two centre tracks [T, 3] projected by the clip's camera."""
-    K, M = spec.camera.K, spec.camera.world_to_camera
-    return np.linalg.norm(physics.project(K, M, a) - physics.project(K, M, b), axis=-1)
+    return analytic_and_bullet(SETTINGS)
 
 
 @pytest.mark.parametrize("primitive", ["rolling_ramp", "pendulum"])
