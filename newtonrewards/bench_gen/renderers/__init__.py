@@ -1,6 +1,7 @@
 """Renderer registry: `Renderer.render(spec, trajectory) -> Layers` (RGB plus exact masks, depth and flow).
 
-`raster` (default) is the embedded numpy/OpenCV ray caster: no GPU, no OpenGL, no weights.
+`raster` (default) is the embedded numpy/OpenCV ray caster: no GPU, no OpenGL, no weights. `blender` renders the
+same spec with Blender (bpy in its own interpreter, `scripts/install_blender.sh`) and returns the same layers.
 A backend module is imported only when chosen.
 """
 
@@ -22,6 +23,7 @@ SECOND_BODY_ID = 2
 
 _BACKENDS = {
     "raster": "newtonrewards.bench_gen.renderers.raster:RasterRenderer",
+    "blender": "newtonrewards.bench_gen.renderers.blender:BlenderRenderer",
 }
 
 
