@@ -1,5 +1,6 @@
 """Test-wide environment: one thread per process, no network, a quiet Ray on loopback (see docs/ARCHITECTURE.md);
-the headless browser the report tests need (skipped without one, unless NR_REQUIRE_BROWSER=1)."""
+the headless browser the report tests need (skipped without one, unless NR_REQUIRE_BROWSER=1) and Blender's Python
+for the blender renderer tests (skipped without it, unless NR_REQUIRE_BLENDER=1)."""
 
 import os
 
@@ -42,6 +43,34 @@ def require_browser() -> str:
 def chromium() -> str:
     """`require_browser()` once per run; session scope, so a skip comes before any costly module fixture."""
     return require_browser()
+
+
+REQUIRE_BLENDER = "NR_REQUIRE_BLENDER"  # "1": a missing Blender Python fails the blender renderer tests (.ci/run)
+
+
+def require_blender() -> str:
+    """The Blender venv's python the `--renderer blender` tests drive (NR_BLENDER_PYTHON or the default venv of
+    scripts/install_blender.sh). Without one: a skip saying how to install it; a failure when NR_REQUIRE_BLENDER=1."""
+    from newtonrewards.bench_gen.renderers.blender import find_blender_python
+    from newtonrewards.errors import UserError
+
+    try:
+        return find_blender_python()
+    except UserError as exc:
+        missing = str(exc)
+    if os.environ.get(REQUIRE_BLENDER) == "1":
+        pytest.fail(f"{missing} ({REQUIRE_BLENDER}=1: the Blender tests must run)", pytrace=False)
+    pytest.skip(f"no Blender: {missing}; {REQUIRE_BLENDER}=1 makes this a failure")
+
+
+@pytest.fixture(scope="session")
+def blender_python() -> str:
+    """`require_blender()` once per run; the Blender children started in this process stop at the end."""
+    path = require_blender()
+    yield path
+    from newtonrewards.bench_gen.renderers.blender import close_workers
+
+    close_workers()
 
 
 @pytest.fixture(scope="session")

@@ -197,7 +197,7 @@ def run_cli(capsys, *args) -> tuple[int, str]:
         (["--counts", "train=-1"], "counts must be >= 0"),
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--width", "33"], "width is 33; must be even"),
-        (["--renderer", "povray"], "unknown renderer 'povray' (known: raster)"),
+        (["--renderer", "povray"], "unknown renderer 'povray' (known: raster, blender)"),
         (["--set", "fsp=3"], "unknown option 'fsp'"),
     ],
 )

@@ -50,10 +50,13 @@ class BenchGenerateConfig:
     supersample: int = 2
     simulator: str = "analytic"
     crf: int = 18
+    blender_engine: str = "cycles"  # --renderer blender only: cycles | eevee | workbench (the RGB; layers: Cycles)
+    blender_samples: int = 16  # --renderer blender only: samples per pixel of the RGB
     # where the work runs (does not change a single byte of the output)
     workers: int = 0  # 0: every CPU of the local Ray / this machine
     ray_address: str = ""  # "" starts a local Ray; "auto" or host:port joins a cluster
     no_ray: bool = False  # a plain in-process loop
+    blender_python: str = ""  # Blender venv's python; "": $NR_BLENDER_PYTHON, else scripts/install_blender.sh's venv
 
 
 def validate(cfg: BenchGenerateConfig) -> None:
@@ -83,6 +86,17 @@ def validate(cfg: BenchGenerateConfig) -> None:
         errors.append(f"supersample is {cfg.supersample}; must be 1..4")
     if cfg.renderer not in renderer_names():
         errors.append(f"unknown renderer {cfg.renderer!r} (known: {', '.join(renderer_names())})")
+    if cfg.renderer == "blender":
+        from newtonrewards.bench_gen.renderers.blender import ENGINES, find_blender_python
+
+        if cfg.blender_engine not in ENGINES:
+            errors.append(f"unknown blender_engine {cfg.blender_engine!r} (known: {', '.join(ENGINES)})")
+        if cfg.blender_samples < 1:
+            errors.append(f"blender_samples is {cfg.blender_samples}; must be >= 1")
+        try:
+            find_blender_python(cfg.blender_python)
+        except UserError as exc:
+            errors.append(str(exc))
     if cfg.simulator not in simulator_names():
         errors.append(f"unknown simulator {cfg.simulator!r} (known: {', '.join(simulator_names())})")
     if not 0 <= cfg.crf <= 51:
@@ -100,7 +114,16 @@ def recipe_of(cfg: BenchGenerateConfig) -> ClipRecipe:
         num_frames=cfg.num_frames, fps=cfg.fps, width=cfg.width, height=cfg.height,
         max_distractors=cfg.max_distractors, seed=cfg.seed,
     )  # fmt: skip
-    return ClipRecipe(settings, cfg.renderer, cfg.supersample, cfg.simulator, cfg.crf)
+    return ClipRecipe(settings, cfg.renderer, cfg.supersample, cfg.simulator, cfg.crf, renderer_options(cfg))
+
+
+def renderer_options(cfg: BenchGenerateConfig) -> dict:
+    """Options of the chosen renderer beyond supersample: Blender's engine and samples (part of the dataset's
+    identity) and its interpreter (where it runs, not what it makes; given only when --blender-python is)."""
+    if cfg.renderer != "blender":
+        return {}
+    options = {"engine": cfg.blender_engine, "samples": cfg.blender_samples}
+    return {**options, "python": cfg.blender_python} if cfg.blender_python else options
 
 
 def recipe_from_dataset(info: dict) -> ClipRecipe:
@@ -110,7 +133,7 @@ def recipe_from_dataset(info: dict) -> ClipRecipe:
         num_frames=g["num_frames"], fps=g["fps"], width=g["width"], height=g["height"],
         max_distractors=g["max_distractors"], seed=g["seed"],
     )  # fmt: skip
-    return ClipRecipe(settings, g["renderer"], g["supersample"], g["simulator"], g["crf"])
+    return ClipRecipe(settings, g["renderer"], g["supersample"], g["simulator"], g["crf"], dict(g.get("blender", {})))
 
 
 def counts_of(cfg: BenchGenerateConfig) -> dict[str, int]:
@@ -126,11 +149,14 @@ def primitives_of(cfg: BenchGenerateConfig) -> list[str]:
 def identity(cfg: BenchGenerateConfig) -> dict:
     """What defines the dataset's content; a folder holding a dataset with another identity is refused."""
     r = recipe_of(cfg)
-    return {
+    out = {
         "seed": cfg.seed, "num_frames": cfg.num_frames, "fps": cfg.fps, "width": cfg.width, "height": cfg.height,
         "max_distractors": cfg.max_distractors, "renderer": r.renderer, "supersample": r.supersample,
         "simulator": r.simulator, "crf": r.crf, "primitives": primitives_of(cfg), "counts": counts_of(cfg),
     }  # fmt: skip
+    if r.renderer == "blender":  # only then, so that every other dataset keeps its identity
+        out["blender"] = {k: v for k, v in r.renderer_options.items() if k != "python"}
+    return out
 
 
 def plan(cfg: BenchGenerateConfig) -> list[tuple[str, str, int]]:

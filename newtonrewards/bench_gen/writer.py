@@ -34,13 +34,15 @@ class ClipRecipe:
     supersample: int = 2
     simulator: str = "analytic"
     crf: int = 18
+    renderer_options: dict = field(default_factory=dict)  # passed to the renderer (blender: engine, samples, python)
 
 
 def generate_clip(recipe: ClipRecipe, root: str | Path, split: str, primitive: str, index: int) -> dict:
     """Make clip (split, primitive, index) under ROOT and return its manifest row (the caller appends it)."""
     spec = scenes.sample_scene(recipe.scene, split, primitive, index)
     trajectory = make_simulator(recipe.simulator).run(spec)
-    layers = make_renderer(recipe.renderer, supersample=recipe.supersample).render(spec, trajectory)
+    renderer = make_renderer(recipe.renderer, supersample=recipe.supersample, **recipe.renderer_options)
+    layers = renderer.render(spec, trajectory)
     return write_clip(Path(root), spec, trajectory, layers, recipe)
 
 
@@ -117,6 +119,8 @@ def metadata(spec: SceneSpec, recipe: ClipRecipe, trajectory: physics.Trajectory
         "supersample": recipe.supersample,
         "newtonrewards_version": __version__,
     }
+    if recipe.renderer == "blender":  # the Blender render settings (not where its interpreter lives)
+        meta["blender"] = {k: v for k, v in recipe.renderer_options.items() if k != "python"}
     extended = {"pendulum": plain(spec.pendulum), "second": plain(spec.second), "rolling": spec.rolling or None}
     meta.update({k: v for k, v in extended.items() if v is not None})  # the five's meta.json keeps its keys
     return meta

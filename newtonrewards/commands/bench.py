@@ -4,6 +4,7 @@
     newtonrewards bench generate --counts train=100,test=20 --primitives ramp_up --out nb-ramp --no-ray
     newtonrewards bench generate --preset full --out /data/nb60k --ray-address auto   # join a Ray cluster
     newtonrewards bench generate --preset extended --counts test=1,ood-gravity=1 --out nb-ext --no-ray  # 9 primitives
+    newtonrewards bench generate --renderer blender --counts test=1 --width 64 --height 64 --frames 8 --out nb-bl
     newtonrewards bench show nb-mini/clips/test/ramp_up/test-ramp_up-000000 --out preview.png
 """
 
@@ -18,7 +19,8 @@ _GENERATE_FLAGS = {
     "out": "out", "preset": "preset", "counts": "counts", "primitives": "primitives", "seed": "seed",
     "frames": "num_frames", "fps": "fps", "width": "width", "height": "height", "renderer": "renderer",
     "simulator": "simulator", "supersample": "supersample", "crf": "crf", "workers": "workers",
-    "ray_address": "ray_address", "no_ray": "no_ray",
+    "ray_address": "ray_address", "no_ray": "no_ray", "blender_engine": "blender_engine",
+    "blender_samples": "blender_samples", "blender_python": "blender_python",
 }  # fmt: skip
 
 
@@ -41,7 +43,11 @@ def add_parser(verbs) -> None:
     gen.add_argument("--fps", type=float, help="frames per second (default 16)")
     gen.add_argument("--width", type=int, help="pixels (default 256)")
     gen.add_argument("--height", type=int, help="pixels (default 256)")
-    gen.add_argument("--renderer", help="renderer backend (default raster)")
+    gen.add_argument("--renderer", help="raster (embedded, default) | blender (bash scripts/install_blender.sh first)")
+    gen.add_argument("--blender-engine", help="with --renderer blender: cycles (default) | eevee | workbench")
+    gen.add_argument("--blender-samples", type=int, help="with --renderer blender: samples per pixel (default 16)")
+    gen.add_argument("--blender-python", help="with --renderer blender: the python of the venv holding bpy "
+                     "(default: $NR_BLENDER_PYTHON, else the venv scripts/install_blender.sh makes)")  # fmt: skip
     gen.add_argument("--simulator", help="analytic (exact, default) | pybullet")
     gen.add_argument("--supersample", type=int, help="anti-aliasing samples per pixel side (default 2)")
     gen.add_argument("--crf", type=int, help="H.264 quality, lower is better (default 18)")

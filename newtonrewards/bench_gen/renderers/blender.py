@@ -40,6 +40,9 @@ ENGINES = ("cycles", "eevee", "workbench")
 # background of radiance L lights an open surface to L: these scale the spec's sun and ambient to about the raster
 # renderer's brightness under Blender's sRGB "Standard" view transform.
 SUN_SCALE, SKY_SCALE = 3.0, 1.0
+# Object-index values of the scenery's surfaces besides the ground (0), so that a pixel's depth can come from one
+# surface, as in the raster renderer; all of them are instance 0 (SCENERY_ID) in the layers. Sky: 0 at +inf depth.
+ROD_SURFACE, RAMP_SURFACE, SKY_SURFACE = 253, 254, 255
 
 
 def install_hint() -> str:
@@ -141,11 +144,11 @@ def scene_request(spec: SceneSpec, trajectory: Trajectory) -> dict:
     for part in scene_parts(spec, trajectory):
         roughness = 0.5 if part.instance == SCENERY_ID else 0.4
         parts.append({"shape": part.shape, "half": [float(v) for v in part.half], "R": part.R.tolist(),
-                      "c": part.c.tolist(), "index": part.instance,
+                      "c": part.c.tolist(), "index": ROD_SURFACE if part.instance == SCENERY_ID else part.instance,
                       "material": _material(part.pattern.texture, part.pattern.color, part.pattern, roughness)})  # fmt: skip
     ramp = None
     if spec.ramp is not None:
-        ramp = {"texture": spec.ramp.texture, "color": list(spec.ramp.color),
+        ramp = {"texture": spec.ramp.texture, "color": list(spec.ramp.color), "index": RAMP_SURFACE,
                 "vertices": ramp_polytope(spec).vertices.tolist()}  # fmt: skip
     return {
         "num_frames": spec.num_frames, "width": cam.width, "height": cam.height, "seed": spec.seed,
@@ -162,31 +165,45 @@ def scene_request(spec: SceneSpec, trajectory: Trajectory) -> dict:
 def pixel_layers(spec: SceneSpec, rgb, index, depth, flow, s: int) -> Layers:
     """Reduce s x s point samples per pixel to the raster renderer's layers.
 
-    index [T, sH, sW] uint8, depth [T, sH, sW] m, flow [T-1, 2, sH, sW] px. Per pixel the instance with the most
-    subsamples wins; ties go to the moving bodies, then to distractors, then to scenery (the raster renderer's
-    rule). Depth and flow are the means over the winner's subsamples (a scenery pixel that is mostly sky is +inf).
-    Centroid and area count every subsample of a body, not only the pixels it wins: its exact coverage.
+    index [T, sH, sW] uint8 (object index pass), depth [T, sH, sW] m, flow [T-1, 2, sH, sW] px. Per pixel the
+    instance with the most subsamples wins; ties go to the moving bodies, then to distractors, then to scenery (the
+    raster renderer's rule). Depth is the mean over the winner's most frequent surface (ground, sky, ramp, rod,
+    or the body itself; ties to the nearer), flow the mean over the winner's subsamples. Centroid and area count
+    every subsample of a body, not only the pixels it wins: its exact coverage.
     """
     T, H, W = spec.num_frames, spec.camera.height, spec.camera.width
-    blocks = index.reshape(T, H, s, W, s)
+    surface = np.where((index == SCENERY_ID) & np.isinf(depth), np.uint8(SKY_SURFACE), index)
+    blocks = surface.reshape(T, H, s, W, s)
+    z = np.where(np.isfinite(depth), depth, 0.0).reshape(T, H, s, W, s)
     moving = (OBJECT_ID, SECOND_BODY_ID) if spec.second is not None else (OBJECT_ID,)
+    scenery = (SCENERY_ID, ROD_SURFACE, RAMP_SURFACE, SKY_SURFACE)
+    count, mean = {}, {}  # per surface: subsamples [T, H, W] and their mean depth
+    for u in np.unique(surface).tolist():
+        on = blocks == u
+        count[u] = on.sum(axis=(2, 4), dtype=np.int32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean[u] = np.inf if u == SKY_SURFACE else np.where(on, z, 0.0).sum(axis=(2, 4)) / count[u]
+    instance_of = {u: SCENERY_ID if u in scenery else u for u in count}
     best = np.zeros((T, H, W), dtype=np.uint8)
     best_score = np.full((T, H, W), -1, dtype=np.int32)
-    for u in np.unique(index):
-        count = (blocks == u).sum(axis=(2, 4), dtype=np.int32)
+    for u in sorted(set(instance_of.values())):
+        n = sum(c for v, c in count.items() if instance_of[v] == u)
         priority = 2 if u in moving else (0 if u == SCENERY_ID else 1)
-        score = np.where(count > 0, count * 4 + priority, -1)
+        score = np.where(n > 0, n * 4 + priority, -1)
         take = score > best_score
         best[take], best_score[take] = u, score[take]
-    mine = blocks == best[:, :, None, :, None]
-    z = depth.reshape(T, H, s, W, s)
-    finite = mine & np.isfinite(z)
-    n_finite, n_mine = finite.sum(axis=(2, 4)), mine.sum(axis=(2, 4))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_z = np.where(finite, z, 0.0).sum(axis=(2, 4)) / n_finite
-    pixel_depth = np.where(n_finite * 2 >= n_mine, mean_z, np.inf).astype(np.float32)
+    best_count = np.zeros((T, H, W), dtype=np.int32)
+    pixel_depth = np.full((T, H, W), np.inf)
+    for u, c in count.items():
+        c = np.where(best == instance_of[u], c, 0)
+        take = (c > best_count) | ((c == best_count) & (c > 0) & (mean[u] < pixel_depth))
+        best_count = np.where(take, c, best_count)
+        pixel_depth = np.where(take, mean[u], pixel_depth)
+    lut = np.arange(256, dtype=np.uint8)
+    lut[list(scenery)] = SCENERY_ID
+    winner = lut[blocks] == best[:, :, None, :, None]
     f = flow.reshape(T - 1, 2, H, s, W, s)
-    m = mine[: T - 1, None]
+    m = winner[: T - 1, None]
     pixel_flow = (np.where(m, f, 0.0).sum(axis=(3, 5)) / np.maximum(m.sum(axis=(3, 5)), 1)).astype(np.float32)
     xs = (np.arange(W * s) + 0.5) / s - 0.5
     ys = (np.arange(H * s) + 0.5) / s - 0.5
@@ -201,7 +218,7 @@ def pixel_layers(spec: SceneSpec, rgb, index, depth, flow, s: int) -> Layers:
 
     centroid, area = coverage(OBJECT_ID)
     second = coverage(SECOND_BODY_ID) if spec.second is not None else (None, None)
-    return Layers(rgb, best, pixel_depth, pixel_flow, centroid, area, *second)
+    return Layers(rgb, best, pixel_depth.astype(np.float32), pixel_flow, centroid, area, *second)
 
 
 class BlenderRenderer:

@@ -10,8 +10,9 @@ on stdout (`{"ok": true, "seconds": s}` or `{"error": "..."}`); Blender's own ch
 is rendered into an .npz at the request's `out` path:
 
     rgb    uint8   [T, H, W, 3]        the beauty render (Cycles path tracing, EEVEE or Workbench), top row first
-    index  uint8   [T, sH, sW]         object index pass (Object.pass_index = instance id), one point sample per
-                                       subsample centre of an s x s grid per pixel (s = supersample)
+    index  uint8   [T, sH, sW]         object index pass (Object.pass_index = the request's `index`: instance id,
+                                       or a scenery surface's own value), one point sample per subsample centre
+                                       of an s x s grid per pixel (s = supersample)
     depth  float32 [T, sH, sW]         Z pass: depth along the optical axis, m; +inf for sky
     flow   float32 [T-1, 2, sH, sW]    forward flow from the Vector pass (its next-frame half, negated; y flipped to
                                        +y down), in pixels of the 1x image
@@ -160,6 +161,7 @@ def object_material(name: str, m: dict, shape: str):
     else:
         raise ValueError(f"unknown object texture {tex!r}")
     n.output(n.principled(color, m.get("roughness", 0.4)))
+    mat.diffuse_color = c  # Workbench's flat colour
     return mat
 
 
@@ -205,6 +207,7 @@ def ground_material(g: dict, horizon):
                    n.math("MULTIPLY", centred(1.0 / (fine * s)), 0.6))  # fmt: skip
         color = n.vmath("SCALE", n.mix(a, b, m), n.math("ADD", 0.95, n.math("MULTIPLY", centred(1.0 / (fine * s)), 0.3)))
     n.output(hazed(n, n.principled(color, 0.9), horizon))
+    mat.diffuse_color = tuple((np.array(a) + np.array(b)) / 2)
     return mat
 
 
@@ -220,6 +223,7 @@ def ramp_material(r: dict):
     shade = n.math("ADD", 0.9, n.math("MULTIPLY", n.math("SUBTRACT", n.noise(p, 2.0, 4.0), 0.5), 0.3))
     roughness, metallic = RAMP_LOOK.get(r["texture"], (0.5, 0.0))
     n.output(n.principled(n.vmath("SCALE", base[:3], shade), roughness, metallic))
+    mat.diffuse_color = base
     return mat
 
 
@@ -237,6 +241,8 @@ def world_sky(light: dict, strength: float):
     n.feed(background.inputs["Strength"], n.math("ADD", strength, n.math("MULTIPLY", camera_ray, 1.0 - strength)))
     out = n.new("ShaderNodeOutputWorld")
     n.feed(out.inputs["Surface"], background.outputs[0])
+    world.cycles.sampling_method = "MANUAL"  # the automatic 1024 px importance map costs 1.1 s per render call
+    world.cycles.sample_map_resolution = 64  # a smooth gradient needs little
     return world
 
 
@@ -345,7 +351,7 @@ class Scene:
         bmesh.ops.recalc_face_normals(bm, faces=bm.faces)
         bm.to_mesh(mesh)
         bm.free()
-        add_object("ramp", mesh, ramp_material(r), 0)
+        add_object("ramp", mesh, ramp_material(r), int(r["index"]))
 
     def _part(self, k: int, part: dict) -> None:
         """A moving part keyed at every frame (location and rotation), so the Vector pass sees frame t+1 exactly."""
