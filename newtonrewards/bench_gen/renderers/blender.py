@@ -241,6 +241,7 @@ class BlenderRenderer:
             raise ValueError(f"samples must be >= 1, got {samples!r}")
         self.s, self.engine, self.samples, self.denoise = int(supersample), engine, int(samples), bool(denoise)
         self.python, self.threads = find_blender_python(python), int(threads)
+        self.last_timings: dict[str, float] = {}  # Blender's seconds per stage for the last clip (benchmarks)
 
     def render(self, spec: SceneSpec, trajectory: Trajectory) -> Layers:
         """Render the spec's scene with the moving parts where `trajectory` puts them in every frame."""
@@ -259,6 +260,7 @@ class BlenderRenderer:
             reply = _child(self.python).request(req)
             if "error" in reply:
                 raise RuntimeError(f"Blender failed on clip {spec.clip_id}:\n{reply['error']}")
+            self.last_timings = reply.get("timings", {})
             with np.load(out, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("rgb", "index", "depth", "flow")}
         finally:
