@@ -105,9 +105,8 @@ def render_path(recipe, spec, positions: np.ndarray) -> np.ndarray:
     times = physics.frame_times(length, spec.fps)
     traj = physics.Trajectory(times, positions, positions * 0, positions * 0, np.zeros(length, np.uint8),
                               np.zeros(length, np.int16), np.zeros(0), ())  # fmt: skip
-    rgb = make_renderer(recipe.renderer, supersample=recipe.supersample).render(
-        dataclasses.replace(spec, num_frames=length), traj
-    ).rgb
+    renderer = make_renderer(recipe.renderer, supersample=recipe.supersample, **recipe.renderer_options)
+    rgb = renderer.render(dataclasses.replace(spec, num_frames=length), traj).rgb
     return reencode(rgb, spec.fps, recipe.crf)
 
 
