@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=3)
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print(f"command: python {' '.join(sys.argv)}")
     for item in args.engines.split(","):
         engine, samples = item.split(":")

@@ -68,7 +68,8 @@ class _Child:
         # -I: no PYTHONPATH, user site or script folder on its path, so never this project's numpy 2
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
         self.proc = subprocess.Popen(
-            [python, "-I", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True,
+            [python, "-I", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env,
+            text=True,
         )  # fmt: skip
 
     def alive(self) -> bool:
@@ -142,10 +143,10 @@ def scene_request(spec: SceneSpec, trajectory: Trajectory) -> dict:
                             "index": FIRST_DISTRACTOR_ID + k + extra})  # fmt: skip
     parts = []
     for part in scene_parts(spec, trajectory):
-        roughness = 0.5 if part.instance == SCENERY_ID else 0.4
+        rod = part.instance == SCENERY_ID  # a pendulum's rod
+        material = _material(part.pattern.texture, part.pattern.color, part.pattern, 0.5 if rod else 0.4)
         parts.append({"shape": part.shape, "half": [float(v) for v in part.half], "R": part.R.tolist(),
-                      "c": part.c.tolist(), "index": ROD_SURFACE if part.instance == SCENERY_ID else part.instance,
-                      "material": _material(part.pattern.texture, part.pattern.color, part.pattern, roughness)})  # fmt: skip
+                      "c": part.c.tolist(), "index": ROD_SURFACE if rod else part.instance, "material": material})
     ramp = None
     if spec.ramp is not None:
         ramp = {"texture": spec.ramp.texture, "color": list(spec.ramp.color), "index": RAMP_SURFACE,

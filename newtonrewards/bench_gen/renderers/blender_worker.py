@@ -6,8 +6,8 @@
 bpy pins numpy<2 and exists for CPython 3.11 only, so this file imports nothing from newtonrewards: it is run as a
 script, by path, in its own interpreter (`blender.py` starts one per worker process and keeps it). Protocol: one
 JSON request per line on stdin (the scene as plain lists, built by `blender.scene_request`), one JSON reply per line
-on stdout (`{"ok": true, "seconds": s, "timings": {stage: s}}` or `{"error": "..."}`); Blender's own chatter goes to stderr. Each request
-is rendered into an .npz at the request's `out` path:
+on stdout (`{"ok": true, "seconds": s, "timings": {stage: s}}` or `{"error": "..."}`); Blender's own chatter goes
+to stderr. Each request is rendered into an .npz at the request's `out` path:
 
     rgb    uint8   [T, H, W, 3]        the beauty render (Cycles path tracing, EEVEE or Workbench), top row first
     index  uint8   [T, sH, sW]         object index pass (Object.pass_index = the request's `index`: instance id,
@@ -168,7 +168,8 @@ def object_material(name: str, m: dict, shape: str):
 def hazed(n: Nodes, shader, horizon):
     """Aerial perspective: the surface fades into the horizon colour with distance, as in the raster renderer."""
     camera = n.new("ShaderNodeCameraData")
-    haze = n.math("SUBTRACT", 1.0, n.math("EXPONENT", n.math("DIVIDE", camera.outputs["View Distance"], -HAZE_DISTANCE)))
+    fade = n.math("EXPONENT", n.math("DIVIDE", camera.outputs["View Distance"], -HAZE_DISTANCE))
+    haze = n.math("SUBTRACT", 1.0, fade)
     emission = n.new("ShaderNodeEmission")
     emission.inputs["Color"].default_value = horizon
     mix = n.new("ShaderNodeMixShader")
@@ -205,7 +206,8 @@ def ground_material(g: dict, horizon):
         fine = {"grass": 0.15, "sand": 0.1, "asphalt": 0.05}[tex]
         m = n.math("ADD", n.math("ADD", 0.5, n.math("MULTIPLY", centred(1.0 / (coarse * s)), 1.2)),
                    n.math("MULTIPLY", centred(1.0 / (fine * s)), 0.6))  # fmt: skip
-        color = n.vmath("SCALE", n.mix(a, b, m), n.math("ADD", 0.95, n.math("MULTIPLY", centred(1.0 / (fine * s)), 0.3)))
+        grain = n.math("ADD", 0.95, n.math("MULTIPLY", centred(1.0 / (fine * s)), 0.3))
+        color = n.vmath("SCALE", n.mix(a, b, m), grain)
     n.output(hazed(n, n.principled(color, 0.9), horizon))
     mat.diffuse_color = tuple((np.array(a) + np.array(b)) / 2)
     return mat
@@ -236,7 +238,8 @@ def world_sky(light: dict, strength: float):
     z = n.xyz(n.vmath("NORMALIZE", n.new("ShaderNodeTexCoord").outputs["Generated"]))[2]
     fac = n.math("POWER", n.smoothstep(0.0, 0.55, z), 0.8)
     background = n.new("ShaderNodeBackground")
-    n.feed(background.inputs["Color"], n.mix(srgb_to_linear(light["sky_horizon"]), srgb_to_linear(light["sky_top"]), fac))
+    horizon, top = srgb_to_linear(light["sky_horizon"]), srgb_to_linear(light["sky_top"])
+    n.feed(background.inputs["Color"], n.mix(horizon, top, fac))
     camera_ray = n.new("ShaderNodeLightPath").outputs["Is Camera Ray"]  # seen at full strength, lights at `strength`
     n.feed(background.inputs["Strength"], n.math("ADD", strength, n.math("MULTIPLY", camera_ray, 1.0 - strength)))
     out = n.new("ShaderNodeOutputWorld")
