@@ -120,7 +120,7 @@ def _sha(root: Path) -> dict:
     return {r["clip_id"]: r["gt_sha256"] for r in dataset.read_manifest(root)}
 
 
-def test_bench_generate_with_blender_runs_on_ray_and_resumes(tmp_path, local_ray, blender_python):
+def test_bench_generate_with_blender_runs_on_ray_and_resumes(blender_python, tmp_path, local_ray):  # skip before Ray
     kw = dict(width=W, height=H, num_frames=T, max_distractors=1, renderer="blender", blender_engine="workbench",
               counts={"test": 1}, primitives=["free_fall", "ramp_down", "pendulum"])  # fmt: skip
     via_ray = generate(BenchGenerateConfig(out=str(tmp_path / "ray"), workers=2, **kw))
