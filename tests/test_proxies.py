@@ -23,7 +23,8 @@ EXACT = physics.sample_segments(FALL, TIMES)
 
 def twin_path(kind: str, times=TIMES) -> np.ndarray:
     exact = physics.sample_segments(FALL, times)
-    return twins.full_path(kind, FALL, times, FPS, exact.phase, exact.segment, px_per_m=50.0, seed=3)
+    return twins.full_path(kind, lambda at: physics.sample_segments(FALL, at), times, FPS, exact.phase, exact.segment,
+                           px_per_m=50.0, seed=3)  # fmt: skip
 
 
 def test_retiming_follows_t_plus_2_sin_2pi_t_over_11():

@@ -64,14 +64,24 @@ def longest_moving_window(segment: np.ndarray, phase: np.ndarray) -> tuple[int, 
     return best
 
 
-def full_path(kind: str, segments, times: np.ndarray, fps: float, phase: np.ndarray, segment: np.ndarray,
+def exact_states(spec, times: np.ndarray) -> physics.Trajectory:
+    """The object's exact states at any `times` (a re-timed twin samples between frames): the spec's segments, or
+    a pendulum's elliptic closed form."""
+    if spec.pendulum is not None:
+        pend = spec.pendulum
+        return physics.pendulum_trajectory(pend.pivot, pend.length, pend.theta0, spec.g, times)
+    return physics.sample_segments(list(spec.segments), times)
+
+
+def full_path(kind: str, states, times: np.ndarray, fps: float, phase: np.ndarray, segment: np.ndarray,
               px_per_m: float, seed: int = 0) -> np.ndarray:  # fmt: skip
     """Positions [T, 3] of the path twin `kind` of a whole clip (frames at `times`, spaced 1 / fps).
 
-    Changes that need motion start at the middle of the longest moving constant-acceleration window (a change
-    while the object rests would change nothing). px_per_m converts the jitter (JITTER_PX rms) into metres.
+    states: times -> the exact `physics.Trajectory` at those times (`exact_states`). Changes that need motion start
+    at the middle of the longest moving constant-acceleration window (a change while the object rests would change
+    nothing). px_per_m converts the jitter (JITTER_PX rms) into metres.
     """
-    exact = physics.sample_segments(list(segments), times)
+    exact = states(times)
     pos = exact.position.copy()
     start, length = longest_moving_window(segment, phase)
     mid, end = start + length // 2, start + length
@@ -80,7 +90,7 @@ def full_path(kind: str, segments, times: np.ndarray, fps: float, phase: np.ndar
     elif kind == "constant_velocity":
         pos = pos[0] + (pos[-1] - pos[0]) * ((times - times[0]) / (times[-1] - times[0]))[:, None]
     elif kind == "retimed":
-        pos = physics.sample_segments(list(segments), retimed_times(times, fps)).position
+        pos = states(retimed_times(times, fps)).position
     elif kind == "accel_changed":
         dt = (times[mid:end] - times[mid])[:, None]
         a, v = exact.acceleration[mid], exact.velocity[mid]
@@ -100,11 +110,13 @@ def full_path(kind: str, segments, times: np.ndarray, fps: float, phase: np.ndar
 
 
 def render_path(recipe, spec, positions: np.ndarray) -> np.ndarray:
-    """uint8 [T, H, W, 3]: the clip's scene re-rendered with the object at `positions` [T, 3], through H.264."""
+    """uint8 [T, H, W, 3]: the clip's scene re-rendered with the object at `positions` [T, 3], through H.264; a
+    collision's second body moves as in the clip."""
     length = len(positions)
     times = physics.frame_times(length, spec.fps)
+    second = physics.sample_segments(list(spec.second.segments), times) if spec.second is not None else None
     traj = physics.Trajectory(times, positions, positions * 0, positions * 0, np.zeros(length, np.uint8),
-                              np.zeros(length, np.int16), np.zeros(0), ())  # fmt: skip
+                              np.zeros(length, np.int16), np.zeros(0), (), second=second)  # fmt: skip
     renderer = make_renderer(recipe.renderer, supersample=recipe.supersample, **recipe.renderer_options)
     rgb = renderer.render(dataclasses.replace(spec, num_frames=length), traj).rgb
     return reencode(rgb, spec.fps, recipe.crf)
@@ -187,8 +199,8 @@ def make_twins(recipe, spec, gt: dict, frames: np.ndarray, other: np.ndarray | N
     twins = {}
     for kind in kinds:
         if kind in PATH_TWINS:
-            positions = full_path(kind, spec.segments, times, spec.fps, gt["phase"], gt["segment"], px_per_m,
-                                  seed=spec.seed)  # fmt: skip
+            positions = full_path(kind, lambda at: exact_states(spec, at), times, spec.fps, gt["phase"],
+                                  gt["segment"], px_per_m, seed=spec.seed)  # fmt: skip
             twins[kind] = to_hwc_float(render_path(recipe, spec, positions))
         else:
             twins[kind] = pixel_twin(kind, frames, gt["center_2d"], other, seed=spec.seed + TWINS.index(kind))
