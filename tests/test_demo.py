@@ -52,6 +52,37 @@ def test_the_quick_demo_writes_every_artefact(quick_demo, capsys):
     assert seed0["comparable"] or not seed0["beats_sft"]  # too few tracked pairs never count as a win
 
 
+def test_grpo_from_the_demos_sft_weights_is_evaluated_like_the_reward_runs(quick_demo):
+    """benchmarks/grpo_vs_reward.py's pieces: a GRPO run on the demo's settings, then the demo's evaluation."""
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file
+
+    from newtonrewards.config import build_config
+    from newtonrewards.demo.analysis import ALL, paired_comparison
+    from newtonrewards.demo.config import DemoConfig
+    from newtonrewards.demo.run import eval_rows, evaluate_weights, train_config
+    from newtonrewards.train.loop import train
+
+    stored = json.loads((quick_demo / "demo.json").read_text())
+    cfg = build_config(DemoConfig, None, {k: v for k, v in stored.items() if k in DemoConfig.__dataclass_fields__})
+    cfg = dataclasses.replace(cfg, splits=["test"])
+    recipe = train_config(quick_demo, cfg, "grpo", 0, 2)
+    assert recipe.stage == "grpo" and recipe.init_from == str(quick_demo / "sft") and recipe.steps == 2
+    result = train(recipe)
+    assert result["step"] == 2
+    grpo, sft = (load_file(quick_demo / run / "final" / "transformer" / "diffusion_pytorch_model.safetensors")
+                 for run in ("grpo-0", "sft"))  # fmt: skip
+    assert grpo.keys() == sft.keys()
+    moved = [not torch.equal(t, sft[k]) for k, t in grpo.items()]
+    assert any(moved)  # GRPO trained the SFT weights further
+    evaluate_weights(quick_demo, cfg, "grpo-0")
+    comparison = paired_comparison(eval_rows(quick_demo, "sft", "test", cfg.eval_seeds),
+                                   eval_rows(quick_demo, "grpo-0", "test", cfg.eval_seeds))  # fmt: skip
+    assert comparison[ALL]["continuations"] == 5
+
+
 def test_the_report_loads_in_a_browser(quick_demo, chromium):
     from newtonrewards.eval.browser import check_page
 

@@ -150,9 +150,9 @@ def make_model(folder: Path, bench: Path, cfg: DemoConfig) -> dict:
     return {"vae_l1_train": l1}
 
 
-def train_config(out: Path, cfg: DemoConfig, stage: str, seed: int = 0):
+def train_config(out: Path, cfg: DemoConfig, stage: str, seed: int = 0, steps: int = 0):
     """The TrainConfig of a stage: the learnable tiny Wan's recipes (configs/train/tiny_wan_learn_*.yaml) at the
-    demo's size, written out here so that the demo needs no file of the repository."""
+    demo's size, written out here so that the demo needs no file of the repository. `steps`: GRPO's only."""
     from newtonrewards.config import build_config
     from newtonrewards.train.config import TrainConfig
 
@@ -165,6 +165,11 @@ def train_config(out: Path, cfg: DemoConfig, stage: str, seed: int = 0):
         sft = {"out": str(out / "sft"), "steps": cfg.sft_steps, "save_every": cfg.sft_steps, "optim.lr": 2e-3,
                "optim.schedule": "cosine", "optim.warmup_steps": min(20, cfg.sft_steps // 10)}  # fmt: skip
         return build_config(TrainConfig, None, {**common, **sft})
+    if stage == "grpo":  # benchmarks/grpo_vs_reward.py: the same reward, without its gradient (issue 12)
+        return build_config(TrainConfig, None, {**common, "out": str(out / f"grpo-{seed}"), "steps": steps,
+                                                "save_every": steps, "init_from": str(out / "sft"), "optim.lr": 1e-4,
+                                                "batch_size": 2, "sampling.num_steps": 4,
+                                                "reward.reward.downsample": 1 if cfg.size <= 128 else 2})  # fmt: skip
     every = max(1, cfg.reward_steps // max(1, cfg.checkpoints))
     return build_config(TrainConfig, None, {**common, "out": str(out / f"reward-{seed}"), "steps": cfg.reward_steps,
                                             "save_every": every, "keep_checkpoints": cfg.checkpoints + 1,
