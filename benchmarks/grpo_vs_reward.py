@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="", help="training seeds (default: the demo's)")
     parser.add_argument("--budget", type=float, default=0.0, help="seconds per GRPO run (default: the reward stage's)")
     parser.add_argument("--splits", default="test", help="splits to generate and evaluate (the table uses test)")
+    parser.add_argument("--tag", default="", help="a second set of runs next to the first: grpo-TAG-SEED")
     args = parser.parse_args()
     out = Path(args.demo)
     stored = json.loads((out / "demo.json").read_text())
@@ -76,17 +77,17 @@ def main() -> None:
     cfg = dataclasses.replace(cfg, splits=args.splits.split(","))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else cfg.training_seeds
     truth = json.loads((out / "stages" / "tracker.json").read_text())
-    report_path = out / "grpo_vs_reward.json"
+    report_path = out / f"grpo_vs_reward{'-' + args.tag if args.tag else ''}.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     for seed in seeds:
-        name = f"grpo-{seed}"
+        name = f"grpo-{args.tag}-{seed}" if args.tag else f"grpo-{seed}"
         entry = report.get(str(seed), {})
         reward_seconds = json.loads((out / "stages" / f"reward-{seed}.json").read_text())["_seconds"]
         if "grpo" not in entry:
             budget = args.budget or reward_seconds
             steps, per_step, startup = steps_within(out, cfg, seed, budget)
             t0 = time.perf_counter()
-            train(train_config(out, cfg, "grpo", seed, steps))
+            train(dataclasses.replace(train_config(out, cfg, "grpo", seed, steps), out=str(out / name)))
             seconds = time.perf_counter() - t0
             evaluate_weights(out, cfg, name)
             entry = {"budget": budget, "steps": steps, "seconds_per_step": per_step, "startup": startup,
