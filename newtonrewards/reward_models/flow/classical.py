@@ -36,7 +36,6 @@ MAX_REGION_FRACTION = 0.25  # a "region" covering more of the frame is global ch
 MERGE_SHIFT = 4.0  # px: regions this close in shift (and in space) may be one object's edges
 MIN_CORE = 9  # px: smallest template worth matching
 EDGE_GRADIENT = 0.02  # colour change per px (sum of |d/dx| and |d/dy|, largest channel) that separates flat areas
-FIRST_FRAME_REACH = 5  # later frames that stand in for the missing frame before frame 0 (moving_pixels)
 TOLERANCE = 0.02  # colour L1 per pixel (sum of 3 channels in [0, 1]) below which two warps count as a tie
 
 
@@ -165,18 +164,14 @@ def clip_initial_flow(
 
 
 def moving_pixels(frames: np.ndarray, threshold: float) -> list[np.ndarray]:
-    """Per frame t < T-1, pixels that differ from frame t+1 AND from frame t-1: bool [H, W] each.
+    """Per frame t < T-1, pixels that differ from frame t+1 AND from frame t-1 (t+2 at t=0): bool [H, W] each.
 
     Differencing against two other frames keeps where a fast object IS in frame t, not where it comes from or
-    goes to. Frame 0 has no frame before it: frames 2 .. FIRST_FRAME_REACH stand in, a pixel kept only if it
-    differs from all of them, so that where the object will be in frames 1 and 2 (background in frame 0, which
-    comes back once the object has passed) is not taken for the object. frames: float32 [T, H, W, 3].
+    goes to. frames: float32 [T, H, W, 3].
     """
     T = len(frames)
     steps = [colour_change(frames[t], frames[t + 1]) for t in range(T - 1)]
-    first_other = steps[0]
-    for k in range(2, min(T, FIRST_FRAME_REACH + 1)):
-        first_other = np.minimum(first_other, colour_change(frames[0], frames[k]))
+    first_other = colour_change(frames[0], frames[2]) if T > 2 else steps[0]
     return [np.minimum(steps[t], steps[t - 1] if t > 0 else first_other) > threshold for t in range(T - 1)]
 
 
