@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 from newtonrewards import dataset
-from newtonrewards.config import build_config
 from newtonrewards.demo.analysis import ALL, paired_comparison, primitives_better
 from newtonrewards.demo.config import DemoConfig
-from newtonrewards.demo.run import eval_rows, evaluate_weights, train_config
+from newtonrewards.demo.run import eval_rows, evaluate_weights, stored_config, train_config
 from newtonrewards.train.loop import train
 
 
@@ -72,9 +71,7 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="a second set of runs next to the first: grpo-TAG-SEED")
     args = parser.parse_args()
     out = Path(args.demo)
-    stored = json.loads((out / "demo.json").read_text())
-    cfg = build_config(DemoConfig, None, {k: v for k, v in stored.items() if k in DemoConfig.__dataclass_fields__})
-    cfg = dataclasses.replace(cfg, splits=args.splits.split(","))
+    cfg = dataclasses.replace(stored_config(out), splits=args.splits.split(","))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else cfg.training_seeds
     truth = json.loads((out / "stages" / "tracker.json").read_text())
     report_path = out / f"grpo_vs_reward{'-' + args.tag if args.tag else ''}.json"

@@ -23,20 +23,26 @@ cv2.setNumThreads(1)
 REQUIRE_BROWSER = "NR_REQUIRE_BROWSER"  # "1": a missing browser fails the browser tests (set by .ci/run)
 
 
-def require_browser() -> str:
-    """Path of the headless Chromium the browser tests drive. Without one: a skip that says how to install it, so
-    the README's test command passes on a machine with no browser; a failure when NR_REQUIRE_BROWSER=1, so CI
-    cannot pass without having run them."""
+def require_tool(find, env: str, what: str, skip_reason: str) -> str:
+    """`find()`'s path, or, when it raises UserError: a skip (`skip_reason`, with the error), so the README's test
+    command passes on a machine without the tool; a failure when the environment variable `env` is "1", so CI
+    cannot pass without having run the tests that need it."""
     from newtonrewards.errors import UserError
-    from newtonrewards.eval.browser import find_chromium
 
     try:
-        return find_chromium()
+        return find()
     except UserError as exc:
         missing = str(exc)
-    if os.environ.get(REQUIRE_BROWSER) == "1":
-        pytest.fail(f"{missing} ({REQUIRE_BROWSER}=1: the browser tests must run)", pytrace=False)
-    pytest.skip(f"no headless browser: {missing}; {REQUIRE_BROWSER}=1 makes this a failure")
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{missing} ({env}=1: the {what} tests must run)", pytrace=False)
+    pytest.skip(f"{skip_reason}: {missing}; {env}=1 makes this a failure")
+
+
+def require_browser() -> str:
+    """Path of the headless Chromium the browser tests drive (`require_tool`, NR_REQUIRE_BROWSER)."""
+    from newtonrewards.eval.browser import find_chromium
+
+    return require_tool(find_chromium, REQUIRE_BROWSER, "browser", "no headless browser")
 
 
 @pytest.fixture(scope="session")
@@ -50,17 +56,10 @@ REQUIRE_BLENDER = "NR_REQUIRE_BLENDER"  # "1": a missing Blender Python fails th
 
 def require_blender() -> str:
     """The Blender venv's python the `--renderer blender` tests drive (NR_BLENDER_PYTHON or the default venv of
-    scripts/install_blender.sh). Without one: a skip saying how to install it; a failure when NR_REQUIRE_BLENDER=1."""
+    scripts/install_blender.sh), by `require_tool` with NR_REQUIRE_BLENDER."""
     from newtonrewards.bench_gen.renderers.blender import find_blender_python
-    from newtonrewards.errors import UserError
 
-    try:
-        return find_blender_python()
-    except UserError as exc:
-        missing = str(exc)
-    if os.environ.get(REQUIRE_BLENDER) == "1":
-        pytest.fail(f"{missing} ({REQUIRE_BLENDER}=1: the Blender tests must run)", pytrace=False)
-    pytest.skip(f"no Blender: {missing}; {REQUIRE_BLENDER}=1 makes this a failure")
+    return require_tool(find_blender_python, REQUIRE_BLENDER, "Blender", "no Blender")
 
 
 @pytest.fixture(scope="session")

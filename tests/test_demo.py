@@ -59,15 +59,11 @@ def test_grpo_from_the_demos_sft_weights_is_evaluated_like_the_reward_runs(quick
     import torch
     from safetensors.torch import load_file
 
-    from newtonrewards.config import build_config
     from newtonrewards.demo.analysis import ALL, paired_comparison
-    from newtonrewards.demo.config import DemoConfig
-    from newtonrewards.demo.run import eval_rows, evaluate_weights, train_config
+    from newtonrewards.demo.run import eval_rows, evaluate_weights, stored_config, train_config
     from newtonrewards.train.loop import train
 
-    stored = json.loads((quick_demo / "demo.json").read_text())
-    cfg = build_config(DemoConfig, None, {k: v for k, v in stored.items() if k in DemoConfig.__dataclass_fields__})
-    cfg = dataclasses.replace(cfg, splits=["test"])
+    cfg = dataclasses.replace(stored_config(quick_demo), splits=["test"])
     recipe = train_config(quick_demo, cfg, "grpo", 0, 2)
     assert recipe.stage == "grpo" and recipe.init_from == str(quick_demo / "sft") and recipe.steps == 2
     result = train(recipe)

@@ -255,6 +255,7 @@ def test_bench_show_draws_each_extended_clip(tiny_extended, tmp_path, capsys, pr
 def test_the_adversarial_suite_re_renders_each_extended_scene(tiny_extended, primitive):
     """`proxies validate` path twins: the exact states of a pendulum too, and a collision's second body drawn."""
     from newtonrewards.bench_gen.driver import recipe_from_dataset
+    from newtonrewards.bench_gen.simulators.analytic import exact_states
     from newtonrewards.proxies import twins
     from newtonrewards.video import read_video
 
@@ -264,7 +265,7 @@ def test_the_adversarial_suite_re_renders_each_extended_scene(tiny_extended, pri
     spec = scenes.sample_scene(recipe.scene, "test", primitive, row["index"])
     gt = dataset.load_gt(out / row["path"])
     frames = read_video(out / row["path"] / dataset.VIDEO_FILE)[0].astype(np.float64)
-    exact = twins.exact_states(spec, physics.frame_times(spec.num_frames, spec.fps))
+    exact = exact_states(spec, physics.frame_times(spec.num_frames, spec.fps))
     np.testing.assert_allclose(exact.position, gt["position"], atol=1e-9)
     again = twins.render_path(recipe, spec, gt["position"]).astype(np.float64)
     assert np.abs(again - frames).mean() < 1.5, np.abs(again - frames).mean()  # the clip, up to a second H.264 pass

@@ -36,25 +36,28 @@ def summarize(out: Path, cfg: DemoConfig, bench: dict, truth: dict, curves: dict
     accept = {
         "tracker_iou_on_truth": truth["test"]["iou"],
         "tracker_ok": truth["test"]["iou"] >= TRACKER_IOU,
-        "per_seed": {
-            seed: {
-                "primitives_better": primitives_better(c["test"]),
-                "compared": [c["test"][ALL]["n"], c["test"][ALL]["continuations"]],
-                "comparable": c["test"][ALL]["n"] >= COMPARED_SHARE * c["test"][ALL]["continuations"],
-                "beats_sft": primitives_better(c["test"]) >= 4
-                and c["test"][ALL]["n"] >= COMPARED_SHARE * c["test"][ALL]["continuations"],
-                "motion_vs_truth": c["test"][ALL].get("motion_run"),
-                "motion_ok": abs(c["test"][ALL].get("motion_run", np.inf) - 1) <= MOTION_TOLERANCE,
-                "failed_sft": c["test"][ALL]["failed_base"],
-                "failed_reward": c["test"][ALL]["failed_run"],
-                "tracking_ok": c["test"][ALL]["failed_run"] <= c["test"][ALL]["failed_base"],
-            }
-            for seed, c in comparisons.items()
-        },
+        "per_seed": {seed: seed_acceptance(c["test"]) for seed, c in comparisons.items()},
     }
     return {"config": cfg.__dict__, "bench": bench, "truth": truth, "comparisons": comparisons,
             "acceptance": accept, "curves": {str(k): v for k, v in curves.items()},
             "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}"}  # fmt: skip
+
+
+def seed_acceptance(test: dict) -> dict:
+    """The demo's acceptance lines for one training seed, from its paired comparison on the test split."""
+    everything = test[ALL]
+    comparable = everything["n"] >= COMPARED_SHARE * everything["continuations"]
+    return {
+        "primitives_better": primitives_better(test),
+        "compared": [everything["n"], everything["continuations"]],
+        "comparable": comparable,
+        "beats_sft": primitives_better(test) >= 4 and comparable,
+        "motion_vs_truth": everything.get("motion_run"),
+        "motion_ok": abs(everything.get("motion_run", np.inf) - 1) <= MOTION_TOLERANCE,
+        "failed_sft": everything["failed_base"],
+        "failed_reward": everything["failed_run"],
+        "tracking_ok": everything["failed_run"] <= everything["failed_base"],
+    }
 
 
 def _pct(value) -> str:

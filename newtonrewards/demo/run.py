@@ -103,6 +103,16 @@ def _claim(out: Path, cfg: DemoConfig) -> None:
     dataset.write_json_atomic(file, identity)
 
 
+def stored_config(out: Path) -> DemoConfig:
+    """The resolved config a demo folder was made with (DIR/demo.json), for tools that work on a finished demo."""
+    from newtonrewards.config import build_config
+
+    file = out / IDENTITY
+    if not file.is_file():
+        raise UserError(f"{out}: no {IDENTITY}; not a demo folder (run `newtonrewards demo --out {out}` first)")
+    return dataclasses.replace(build_config(DemoConfig, None, json.loads(file.read_text())), out=str(out))
+
+
 def make_bench(root: Path, cfg: DemoConfig) -> dict:
     from newtonrewards.bench_gen.driver import BenchGenerateConfig, generate
 
@@ -165,17 +175,15 @@ def train_config(out: Path, cfg: DemoConfig, stage: str, seed: int = 0, steps: i
         sft = {"out": str(out / "sft"), "steps": cfg.sft_steps, "save_every": cfg.sft_steps, "optim.lr": 2e-3,
                "optim.schedule": "cosine", "optim.warmup_steps": min(20, cfg.sft_steps // 10)}  # fmt: skip
         return build_config(TrainConfig, None, {**common, **sft})
+    tuned = {**common, "init_from": str(out / "sft"), "optim.lr": 1e-4, "sampling.num_steps": 4,
+             "reward.reward.downsample": 1 if cfg.size <= 128 else 2}  # fmt: skip
     if stage == "grpo":  # benchmarks/grpo_vs_reward.py: the same reward, without its gradient (issue 12)
-        return build_config(TrainConfig, None, {**common, "out": str(out / f"grpo-{seed}"), "steps": steps,
-                                                "save_every": steps, "init_from": str(out / "sft"), "optim.lr": 1e-4,
-                                                "batch_size": 2, "sampling.num_steps": 4,
-                                                "reward.reward.downsample": 1 if cfg.size <= 128 else 2})  # fmt: skip
+        return build_config(TrainConfig, None, {**tuned, "out": str(out / f"grpo-{seed}"), "steps": steps,
+                                                "save_every": steps, "batch_size": 2})  # fmt: skip
     every = max(1, cfg.reward_steps // max(1, cfg.checkpoints))
-    return build_config(TrainConfig, None, {**common, "out": str(out / f"reward-{seed}"), "steps": cfg.reward_steps,
+    return build_config(TrainConfig, None, {**tuned, "out": str(out / f"reward-{seed}"), "steps": cfg.reward_steps,
                                             "save_every": every, "keep_checkpoints": cfg.checkpoints + 1,
-                                            "init_from": str(out / "sft"), "optim.lr": 1e-4,
-                                            "sampling.num_steps": 4, "sampling.grad_last_k": 4,
-                                            "reward.reward.downsample": 1 if cfg.size <= 128 else 2})  # fmt: skip
+                                            "sampling.grad_last_k": 4})  # fmt: skip
 
 
 def train_stage(out: Path, cfg: DemoConfig, stage: str, seed: int = 0) -> dict:

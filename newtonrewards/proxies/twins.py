@@ -27,6 +27,7 @@ import numpy as np
 
 from newtonrewards import physics
 from newtonrewards.bench_gen.renderers import make_renderer
+from newtonrewards.bench_gen.simulators.analytic import exact_states
 from newtonrewards.video import read_video, write_video
 
 PATH_TWINS = ("vanishing", "constant_velocity", "retimed", "accel_changed", "jittered", "half_amplitude")
@@ -64,22 +65,13 @@ def longest_moving_window(segment: np.ndarray, phase: np.ndarray) -> tuple[int, 
     return best
 
 
-def exact_states(spec, times: np.ndarray) -> physics.Trajectory:
-    """The object's exact states at any `times` (a re-timed twin samples between frames): the spec's segments, or
-    a pendulum's elliptic closed form."""
-    if spec.pendulum is not None:
-        pend = spec.pendulum
-        return physics.pendulum_trajectory(pend.pivot, pend.length, pend.theta0, spec.g, times)
-    return physics.sample_segments(list(spec.segments), times)
-
-
 def full_path(kind: str, states, times: np.ndarray, fps: float, phase: np.ndarray, segment: np.ndarray,
               px_per_m: float, seed: int = 0) -> np.ndarray:  # fmt: skip
     """Positions [T, 3] of the path twin `kind` of a whole clip (frames at `times`, spaced 1 / fps).
 
-    states: times -> the exact `physics.Trajectory` at those times (`exact_states`). Changes that need motion start
-    at the middle of the longest moving constant-acceleration window (a change while the object rests would change
-    nothing). px_per_m converts the jitter (JITTER_PX rms) into metres.
+    states: times -> the exact `physics.Trajectory` at those times (`analytic.exact_states`). Changes that need
+    motion start at the middle of the longest moving constant-acceleration window (a change while the object rests
+    would change nothing). px_per_m converts the jitter (JITTER_PX rms) into metres.
     """
     exact = states(times)
     pos = exact.position.copy()
@@ -114,7 +106,7 @@ def render_path(recipe, spec, positions: np.ndarray) -> np.ndarray:
     collision's second body moves as in the clip."""
     length = len(positions)
     times = physics.frame_times(length, spec.fps)
-    second = physics.sample_segments(list(spec.second.segments), times) if spec.second is not None else None
+    second = exact_states(spec, times).second
     traj = physics.Trajectory(times, positions, positions * 0, positions * 0, np.zeros(length, np.uint8),
                               np.zeros(length, np.int16), np.zeros(0), (), second=second)  # fmt: skip
     renderer = make_renderer(recipe.renderer, supersample=recipe.supersample, **recipe.renderer_options)

@@ -52,6 +52,24 @@ class Layers:
     second_area: np.ndarray | None = None
 
 
+def supersample_of(value) -> int:
+    """A renderer's ground-truth subsamples per pixel side, checked: a positive integer."""
+    if int(value) != value or value < 1:
+        raise ValueError(f"supersample must be a positive integer (samples per pixel side), got {value!r}")
+    return int(value)
+
+
+def checked_positions(spec: SceneSpec, trajectory: Trajectory) -> np.ndarray:
+    """The trajectory's positions as float64 [T, 3], or a ValueError naming the clip when they do not fit the spec."""
+    positions = np.asarray(trajectory.position, dtype=np.float64)
+    if positions.shape != (spec.num_frames, 3) or not np.all(np.isfinite(positions)):
+        raise ValueError(
+            f"trajectory.position must be finite with shape ({spec.num_frames}, 3) for clip {spec.clip_id}, "
+            f"got shape {positions.shape}; run the simulator on this spec"
+        )
+    return positions
+
+
 class Renderer(Protocol):
     def render(self, spec: SceneSpec, trajectory: Trajectory) -> Layers:
         """Render the spec's scene with the moving object at `trajectory.position[t]` in frame t."""

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from newtonrewards.bench_gen.renderers import FIRST_DISTRACTOR_ID, OBJECT_ID, SCENERY_ID, SECOND_BODY_ID, Layers
+from newtonrewards.bench_gen.renderers import (
+    FIRST_DISTRACTOR_ID, OBJECT_ID, SCENERY_ID, SECOND_BODY_ID, Layers, checked_positions, supersample_of,
+)  # fmt: skip
 from newtonrewards.bench_gen.spec import SceneSpec
 from newtonrewards.errors import UserError
 from newtonrewards.physics import Trajectory
@@ -234,24 +236,18 @@ class BlenderRenderer:
 
     def __init__(self, supersample: int = 2, engine: str = "cycles", samples: int = 16, denoise: bool = False,
                  python: str = "", threads: int = 1):  # fmt: skip
-        if int(supersample) != supersample or supersample < 1:
-            raise ValueError(f"supersample must be a positive integer (samples per pixel side), got {supersample!r}")
         if engine not in ENGINES:
             raise ValueError(f"unknown Blender engine {engine!r}; known: {', '.join(ENGINES)}")
         if int(samples) < 1:
             raise ValueError(f"samples must be >= 1, got {samples!r}")
-        self.s, self.engine, self.samples, self.denoise = int(supersample), engine, int(samples), bool(denoise)
+        self.s, self.engine = supersample_of(supersample), engine
+        self.samples, self.denoise = int(samples), bool(denoise)
         self.python, self.threads = find_blender_python(python), int(threads)
         self.last_timings: dict[str, float] = {}  # Blender's seconds per stage for the last clip (benchmarks)
 
     def render(self, spec: SceneSpec, trajectory: Trajectory) -> Layers:
         """Render the spec's scene with the moving parts where `trajectory` puts them in every frame."""
-        positions = np.asarray(trajectory.position, dtype=np.float64)
-        if positions.shape != (spec.num_frames, 3) or not np.all(np.isfinite(positions)):
-            raise ValueError(
-                f"trajectory.position must be finite with shape ({spec.num_frames}, 3) for clip {spec.clip_id}, "
-                f"got shape {positions.shape}; run the simulator on this spec"
-            )
+        checked_positions(spec, trajectory)
         req = scene_request(spec, trajectory)
         fd, out = tempfile.mkstemp(prefix=f"nr-{spec.clip_id}-", suffix=".npz")
         os.close(fd)

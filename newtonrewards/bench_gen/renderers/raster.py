@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from newtonrewards.bench_gen.renderers import OBJECT_ID, Layers
+from newtonrewards.bench_gen.renderers import OBJECT_ID, Layers, checked_positions, supersample_of
 from newtonrewards.bench_gen.renderers import raster_geometry as geo
 from newtonrewards.bench_gen.renderers import raster_textures as tex
 from newtonrewards.bench_gen.renderers.raster_scene import (
@@ -139,18 +139,11 @@ class RasterRenderer:
     """
 
     def __init__(self, supersample: int = 2):
-        if int(supersample) != supersample or supersample < 1:
-            raise ValueError(f"supersample must be a positive integer (samples per pixel side), got {supersample!r}")
-        self.s = int(supersample)
+        self.s = supersample_of(supersample)
 
     def render(self, spec: SceneSpec, trajectory: Trajectory) -> Layers:
         """Render the spec's scene with the moving object centred at `trajectory.position[t]` in frame t."""
-        positions = np.asarray(trajectory.position, dtype=np.float64)
-        if positions.shape != (spec.num_frames, 3) or not np.all(np.isfinite(positions)):
-            raise ValueError(
-                f"trajectory.position must be finite with shape ({spec.num_frames}, 3) for clip {spec.clip_id}, "
-                f"got shape {positions.shape}; run the simulator on this spec"
-            )
+        positions = checked_positions(spec, trajectory)
         lighting = Lighting.from_spec(spec)
         static = build_static_scene(spec, self.s, lighting)
         if spec.pendulum is not None or spec.second is not None or spec.rolling:  # the extended primitives
