@@ -309,7 +309,7 @@ def test_the_kinematic_term_is_scale_free(reward, clips):
 
     with torch.no_grad():
         summary = motion_summary(reward.flow_model(clips["retimed"]), clips["retimed"])
-        half = {**summary, **{k: 0.5 * summary[k] for k in ("accel", "velocity", "scale")}}
+        half = {**summary, **{k: 0.5 * summary[k] for k in ("accel", "body_accel", "velocity", "scale")}}
         assert contact_kinematic(half)[0].item() == pytest.approx(contact_kinematic(summary)[0].item(), rel=1e-5)
         # ... and in units of a reference's speed, halving the motion halves the term
         scale = summary["scale"]

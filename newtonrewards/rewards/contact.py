@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from newtonrewards.rewards import pieces
+from newtonrewards.rewards import bodies, pieces
 from newtonrewards.rewards.coherence import coherent_mask, motion_statistics
 from newtonrewards.rewards.kinematic import (
     MOTION_SCALE, TEXTURE_THRESHOLD, downsample_flow, motion_weights, object_accelerations, track_accelerations,
@@ -47,17 +47,21 @@ def motion_summary(
     """
     mask = coherent_mask(frames, flow, downsample)
     stats = motion_statistics(flow, mask, downsample)
-    accel, valid, speed = track_accelerations(downsample_flow(flow, downsample))
-    count = accel.shape[1]
+    small = downsample_flow(flow, downsample)
+    tracks, valid, speed = track_accelerations(small)
+    count = tracks.shape[1]
     weights = valid.to(flow.dtype) * motion_weights(speed * downsample, motion_scale) * mask[:, :count]
     weights = weights * trackable(frames, texture_threshold, downsample)[:, :count]
-    accel, frame_weights = object_accelerations(accel * downsample, weights, area=downsample**2)
+    accel, frame_weights = object_accelerations(tracks * downsample, weights, area=downsample**2)
+    body_accel, body_weights = body_accelerations(tracks * downsample, weights, small[:, :count], downsample**2)
     support = stats["area"] / (stats["area"] + SUPPORT_AREA)
     total = support.sum(1).clamp_min(torch.finfo(flow.dtype).tiny)
     scale = ((support * stats["velocity"].square().sum(-1)).sum(1) / total + 1e-12).sqrt().clamp_min(MIN_SCALE)
     return {
         "accel": accel,
         "weights": frame_weights.detach(),
+        "body_accel": body_accel,
+        "body_weights": body_weights,
         "velocity": stats["velocity"],
         "support": support,
         "area": stats["area"],
@@ -65,6 +69,27 @@ def motion_summary(
         "travel": (support * stats["speed"]).sum(1),
         "mean_area": (support * stats["area"]).sum(1) / total,
     }
+
+
+def body_accelerations(
+    tracks: torch.Tensor, weights: torch.Tensor, flow: torch.Tensor, area: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each body's acceleration per frame pair (bodies.py): tracks [B, K, 2, h, w] px/frame^2, their weights
+    [B, K, 1, h, w] (detached) and flow [B, K, 2, h, w] px/frame at this resolution -> (accel [B, M, K, 2]
+    px/frame^2, differentiable; frame weights [B, M, K], 0 where a body is absent), M the most bodies in the batch
+    (the remainder counted as one)."""
+    labels = [
+        torch.as_tensor(bodies.body_labels(w[:, 0].detach().cpu().numpy(), f.detach().cpu().numpy()), device=w.device)
+        for w, f in zip(weights, flow)
+    ]
+    most = max(1, max(int(label.max()) + 1 for label in labels))
+    accel, frame_weights = [], []
+    for b, label in enumerate(labels):
+        members = torch.stack([label == m for m in range(most)]).unsqueeze(2).to(weights.dtype)  # [M, K, 1, h, w]
+        a, w = object_accelerations(tracks[b : b + 1].expand(most, -1, -1, -1, -1), weights[b : b + 1] * members, area)
+        accel.append(a)
+        frame_weights.append(w)
+    return torch.stack(accel), torch.stack(frame_weights).detach()
 
 
 def contact_kinematic(
@@ -81,33 +106,43 @@ def contact_kinematic(
     mean |a_k - fitted| in px/frame^2), scale.
     """
     scale = summary["scale"] if speed_scale is None else speed_scale.to(summary["scale"])
-    accel, weights = summary["accel"], summary["weights"]
-    batch = accel.shape[0]
+    weights = summary["weights"]
     fit, launch, magnitude = [], [], []
     keys = ("events", "free_breaks", "residual_abs_x", "residual_abs_y")
     diagnostics: dict[str, list] = {k: [] for k in keys}
-    for b in range(batch):
-        normalised = accel[b] / scale[b]
+    for b in range(weights.shape[0]):
         w = weights[b]
         unit = w[w > 0].mean() if bool((w > 0).any()) else w.new_ones(())
         speed = (_norm(summary["velocity"][b].detach()) * (summary["support"][b] > 0)) / scale[b].detach()
-        split = pieces.best_split(normalised.detach().cpu().double().numpy(), (w / unit).cpu().double().numpy(),
-                                  speed.cpu().double().numpy())  # fmt: skip
-        effective = (w.sum() / unit).clamp_min(1.0)
-        fit.append((pieces.split_cost(normalised, w / unit, split) + split.penalty) / effective)
+        cost, penalty, effective, events, free = w.new_zeros(()), 0.0, w.new_zeros(()), 0, 0
+        fitted, kept, residual = [], [], []
+        for accel, body_w in zip(summary["body_accel"][b], summary["body_weights"][b]):
+            if not bool((body_w > 0).any()):
+                continue
+            normalised, relative = accel / scale[b], body_w / unit
+            split = pieces.best_split(normalised.detach().cpu().double().numpy(), relative.cpu().double().numpy(),
+                                      speed.cpu().double().numpy())  # fmt: skip
+            cost = cost + pieces.split_cost(normalised, relative, split)
+            penalty, effective = penalty + split.penalty, effective + relative.sum()
+            events, free = events + split.events, free + split.free_breaks
+            piecewise = pieces.fitted(accel, body_w, split)
+            fitted.append(_norm(piecewise))
+            kept.append(torch.as_tensor(split.label >= 0, device=w.device).to(w.dtype) * body_w)
+            residual.append((accel - piecewise).detach().abs() * kept[-1][:, None])
+        fit.append((cost + penalty) / effective.clamp_min(1.0))
         launch.append(_launch(summary, b, scale[b]))
-        kept = torch.as_tensor(split.label >= 0, device=w.device).to(w.dtype) * w
-        norm = kept.sum().clamp_min(torch.finfo(w.dtype).tiny)
-        piecewise = pieces.fitted(accel[b], w, split)
-        magnitude.append(_weighted_median(_norm(piecewise), kept))
-        with torch.no_grad():
-            residual = (accel[b] - piecewise).abs() * kept[:, None]
-            diagnostics["events"].append(float(split.events))
-            diagnostics["free_breaks"].append(float(split.free_breaks))
-            diagnostics["residual_abs_x"].append(float(residual[:, 0].sum() / norm))
-            diagnostics["residual_abs_y"].append(float(residual[:, 1].sum() / norm))
+        if not fitted:  # nothing tracked: no typical acceleration
+            fitted, kept, residual = [w * 0], [w], [w.new_zeros(len(w), 2)]
+        kept_all = torch.cat(kept)
+        magnitude.append(_weighted_median(torch.cat(fitted), kept_all))
+        norm = float(kept_all.sum().clamp_min(torch.finfo(w.dtype).tiny))
+        residual_sum = torch.cat(residual).sum(0)
+        diagnostics["events"].append(float(events))
+        diagnostics["free_breaks"].append(float(free))
+        diagnostics["residual_abs_x"].append(float(residual_sum[0]) / norm)
+        diagnostics["residual_abs_y"].append(float(residual_sum[1]) / norm)
     fit_t, launch_t, magnitude_t = torch.stack(fit), torch.stack(launch), torch.stack(magnitude)
-    out = {k: torch.tensor(v, dtype=accel.dtype, device=accel.device) for k, v in diagnostics.items()}
+    out = {k: torch.tensor(v, dtype=weights.dtype, device=weights.device) for k, v in diagnostics.items()}
     out.update(fit=fit_t.detach(), launch=launch_t.detach(), scale=scale.detach(), accel_magnitude=magnitude_t.detach())
     return fit_t + launch_t, magnitude_t, out
 
