@@ -303,6 +303,34 @@ def test_landing_and_resting_cost_no_more_than_the_flight(reward, clips):
     assert whole["motion_floor"].item() == 0  # resting for half the clip is not "too little motion"
 
 
+def exact_flow(centres: torch.Tensor, size: int = SIZE, hw: int = HW) -> torch.Tensor:
+    """What a perfect flow model returns for `scene(centres)`: each frame pair's displacement on the square (its
+    pixels within size / 2 of the centre), exactly 0 on the background: flow [1, T-1, 2, hw, hw] px/frame."""
+    ys, xs = torch.meshgrid(torch.arange(hw, dtype=torch.float64), torch.arange(hw, dtype=torch.float64), indexing="ij")
+    flows = []
+    for start, stop in zip(centres[:-1], centres[1:]):
+        inside = ((xs - start[0]).abs() <= size / 2) & ((ys - start[1]).abs() <= size / 2)
+        flows.append(torch.stack([torch.where(inside, d, 0.0) for d in (stop - start).double()]))
+    return torch.stack(flows)[None].float()
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.5])
+def test_an_exact_flow_keeps_the_flight_coherent_and_newtonian(reward, speed):
+    # An exact flow leaves the background at 0, also in the blurred rim where the square's edge arrives or leaves;
+    # that rim once outweighed the explained change and dropped half of the flight's frame pairs.
+    from newtonrewards.rewards.composite import newton_loss
+
+    centres = path("physical")
+    centres = centres[0] + speed * (centres - centres[0])
+    video, flow = scene(centres), exact_flow(centres)
+    flight = int((centres[:, 1] < centres[-1, 1] - 0.5).sum())
+    with torch.no_grad():
+        tracked = coherent_mask(video, flow, 2).sum((2, 3, 4))[0, : flight - 1] > 0
+        terms = newton_loss(flow, reward.cfg, video)[1]
+    assert int(tracked.sum()) >= flight - 3, tracked.tolist()
+    assert terms["kinematic"].item() < 0.01 and terms["motion_floor"].item() == 0
+
+
 def test_the_kinematic_term_is_scale_free(reward, clips):
     # The same measured motion at half the size (accelerations, velocities and speed scale halved) scores the same.
     from newtonrewards.rewards.contact import contact_kinematic, motion_summary

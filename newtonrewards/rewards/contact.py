@@ -2,13 +2,14 @@
 
 `motion_summary` measures what moves in a clip: per frame pair k, the object-level acceleration a_k (px/frame^2)
 of textured, valid, coherently moving tracks (`kinematic.track_accelerations` masked by `coherence.coherent_mask`)
-and how much it counts (w_k); per flow, the mean velocity V_k and speed of the coherent region and its support
+and how much it counts (w_k), for the clip as a whole and for each moving body (bodies.py: a thrown object and its
+shadow are two); per flow, the mean velocity V_k and speed of the coherent region and its support
 c_k = area / (area + SUPPORT_AREA); per clip, the speed scale (support-weighted RMS of |V_k|, px/frame) and the
 travel (sum of c_k times speed, px), which the guards read (guards.py).
 
 `contact_kinematic` is the distance to Newtonian motion in units of the clip's own speed (or its reference's):
-accelerations divided by the speed scale are fitted by the best piecewise-constant acceleration whose breaks are
-events physics allows (pieces.py), plus a launch term: a speed that more than doubles between two flows, by more
+each body's accelerations divided by the speed scale are fitted by the best piecewise-constant acceleration whose
+breaks are events physics allows (pieces.py; the bodies' costs summed over their summed weights), plus a launch term: a speed that more than doubles between two flows, by more
 than LAUNCH_MARGIN of the speed scale (an object that jumps, a shuffled clip, a launch from rest), gains energy
 from nowhere. Flows with no coherent motion count as rest (speed 0), so an object that reappears after being
 hidden is charged as a launch too. Dividing by the speed makes the term scale-free: a half-amplitude copy of a path
@@ -41,9 +42,10 @@ def motion_summary(
     """What moves coherently in a clip, at the reward's resolution (flow and frames average-pooled by `downsample`).
 
     flow [B, T-1, 2, H, W] px/frame, frames [B, T, 3, H, W] in [0, 1]. Returns (px of the input resolution):
-    accel [B, K, 2] px/frame^2 and weights [B, K] (frame pairs, K = T - 2); velocity [B, K+1, 2] px/frame and
-    support [B, K+1] in [0, 1) (flows); area [B, K+1] px^2; scale [B] px/frame; travel [B] px; mean_area [B] px^2.
-    accel, velocity, scale and travel are differentiable through the flow; weights, support and areas are not.
+    accel [B, K, 2] px/frame^2 and weights [B, K] (frame pairs, K = T - 2), and per body body_accel [B, M, K, 2] and
+    body_weights [B, M, K]; velocity [B, K+1, 2] px/frame and support [B, K+1] in [0, 1) (flows); area [B, K+1] px^2;
+    scale [B] px/frame; travel [B] px; mean_area [B] px^2. The accelerations, velocity, scale and travel are
+    differentiable through the flow; weights, support and areas are not.
     """
     mask = coherent_mask(frames, flow, downsample)
     stats = motion_statistics(flow, mask, downsample)
@@ -101,7 +103,8 @@ def contact_kinematic(
     speed_scale [B] px/frame: the unit of the residuals (default: the clip's own `scale`; with a reference, pass
     the reference's, so that moving more cannot lower the term either). The loss is fit + launch (module doc), in
     units of the speed scale per frame. The typical acceleration (px/frame^2, differentiable) is the weighted median
-    norm of the fitted piecewise acceleration, events left out (an impact frame kept in a piece does not move it).
+    norm of the heaviest body's fitted piecewise acceleration, events left out (an impact frame kept in a piece does
+    not move it).
     Diagnostics [B]: fit, launch, events, free_breaks, accel_magnitude, residual_abs_x / residual_abs_y (weighted
     mean |a_k - fitted| in px/frame^2), scale.
     """
@@ -134,7 +137,7 @@ def contact_kinematic(
         if not fitted:  # nothing tracked: no typical acceleration
             fitted, kept, residual = [w * 0], [w], [w.new_zeros(len(w), 2)]
         kept_all = torch.cat(kept)
-        magnitude.append(_weighted_median(torch.cat(fitted), kept_all))
+        magnitude.append(_weighted_median(fitted[0], kept[0]))  # the heaviest body's (a shadow's would blur it)
         norm = float(kept_all.sum().clamp_min(torch.finfo(w.dtype).tiny))
         residual_sum = torch.cat(residual).sum(0)
         diagnostics["events"].append(float(events))
