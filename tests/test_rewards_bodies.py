@@ -67,8 +67,8 @@ def test_a_chain_too_short_to_fit_is_never_a_body_of_its_own():
 
 
 def _entering(frames: int = FRAMES) -> torch.Tensor:
-    """The thrown square of test_rewards_contact plus a second one that slides into view from the right edge at a
-    constant 2 px/frame along the top, larger than the thrown one (its tracked area grows for ~15 frames): video [1, T, 3, HW, HW]."""
+    """The thrown square of test_rewards_contact plus a larger one that slides into view from the right edge at a
+    constant 2 px/frame along the top (its tracked area grows for ~15 frames): video [1, T, 3, HW, HW]."""
     thrown = scene(path("physical", frames))[0]
     t = torch.arange(frames, dtype=torch.float64)
     slider = torch.stack((HW + 12 - 2.0 * t, torch.full_like(t, 12.0)), 1)

@@ -9,9 +9,9 @@ travel (sum of c_k times speed, px), which the guards read (guards.py).
 
 `contact_kinematic` is the distance to Newtonian motion in units of the clip's own speed (or its reference's):
 each body's accelerations divided by the speed scale are fitted by the best piecewise-constant acceleration whose
-breaks are events physics allows (pieces.py; the bodies' costs summed over their summed weights), plus a launch term: a speed that more than doubles between two flows, by more
-than LAUNCH_MARGIN of the speed scale (an object that jumps, a shuffled clip, a launch from rest), gains energy
-from nowhere. Flows with no coherent motion count as rest (speed 0), so an object that reappears after being
+breaks are events physics allows (pieces.py; the bodies' costs summed over their summed weights), plus a launch
+term: a speed that more than doubles between two flows, by more than LAUNCH_MARGIN of the speed scale (an object
+that jumps, a shuffled clip, a launch from rest), gains energy from nowhere. Flows with no coherent motion count as rest (speed 0), so an object that reappears after being
 hidden is charged as a launch too. Dividing by the speed makes the term scale-free: a half-amplitude copy of a path
 scores as the path itself (its flow noise weighs more, so a little worse), and moving less never lowers it.
 """
@@ -103,8 +103,9 @@ def contact_kinematic(
     speed_scale [B] px/frame: the unit of the residuals (default: the clip's own `scale`; with a reference, pass
     the reference's, so that moving more cannot lower the term either). The loss is fit + launch (module doc), in
     units of the speed scale per frame. The typical acceleration (px/frame^2, differentiable) is the weighted median
-    norm of the heaviest body's fitted piecewise acceleration, events left out (an impact frame kept in a piece does
-    not move it).
+    norm of the fitted piecewise acceleration of the coherent motion as a whole (all bodies' tracks averaged), events
+    left out (an impact frame kept in a piece does not move it): a rigid object's tracks may fall into several
+    bodies (faces apart), its typical acceleration should not depend on how.
     Diagnostics [B]: fit, launch, events, free_breaks, accel_magnitude, residual_abs_x / residual_abs_y (weighted
     mean |a_k - fitted| in px/frame^2), scale.
     """
@@ -117,37 +118,48 @@ def contact_kinematic(
         w = weights[b]
         unit = w[w > 0].mean() if bool((w > 0).any()) else w.new_ones(())
         speed = (_norm(summary["velocity"][b].detach()) * (summary["support"][b] > 0)) / scale[b].detach()
-        cost, penalty, effective, events, free = w.new_zeros(()), 0.0, w.new_zeros(()), 0, 0
-        fitted, kept, residual = [], [], []
-        for accel, body_w in zip(summary["body_accel"][b], summary["body_weights"][b]):
-            if not bool((body_w > 0).any()):
-                continue
-            normalised, relative = accel / scale[b], body_w / unit
-            split = pieces.best_split(normalised.detach().cpu().double().numpy(), relative.cpu().double().numpy(),
-                                      speed.cpu().double().numpy())  # fmt: skip
-            cost = cost + pieces.split_cost(normalised, relative, split)
-            penalty, effective = penalty + split.penalty, effective + relative.sum()
-            events, free = events + split.events, free + split.free_breaks
-            piecewise = pieces.fitted(accel, body_w, split)
-            fitted.append(_norm(piecewise))
-            kept.append(torch.as_tensor(split.label >= 0, device=w.device).to(w.dtype) * body_w)
-            residual.append((accel - piecewise).detach().abs() * kept[-1][:, None])
-        fit.append((cost + penalty) / effective.clamp_min(1.0))
+        body_fit, events, free = _bodies_fit(summary["body_accel"][b] / scale[b], summary["body_weights"][b] / unit,
+                                             speed)  # fmt: skip
+        fit.append(body_fit)
         launch.append(_launch(summary, b, scale[b]))
-        if not fitted:  # nothing tracked: no typical acceleration
-            fitted, kept, residual = [w * 0], [w], [w.new_zeros(len(w), 2)]
-        kept_all = torch.cat(kept)
-        magnitude.append(_weighted_median(fitted[0], kept[0]))  # the heaviest body's (a shadow's would blur it)
-        norm = float(kept_all.sum().clamp_min(torch.finfo(w.dtype).tiny))
-        residual_sum = torch.cat(residual).sum(0)
-        diagnostics["events"].append(float(events))
-        diagnostics["free_breaks"].append(float(free))
-        diagnostics["residual_abs_x"].append(float(residual_sum[0]) / norm)
-        diagnostics["residual_abs_y"].append(float(residual_sum[1]) / norm)
+        # the typical acceleration of the coherent motion as a whole (what a reference's motion is matched on)
+        accel = summary["accel"][b]
+        split = _split(accel / scale[b], w / unit, speed)
+        kept = torch.as_tensor(split.label >= 0, device=w.device).to(w.dtype) * w
+        piecewise = pieces.fitted(accel, w, split)
+        magnitude.append(_weighted_median(_norm(piecewise), kept))
+        with torch.no_grad():
+            norm = kept.sum().clamp_min(torch.finfo(w.dtype).tiny)
+            residual = (accel - piecewise).abs() * kept[:, None]
+            diagnostics["events"].append(float(events))
+            diagnostics["free_breaks"].append(float(free))
+            diagnostics["residual_abs_x"].append(float(residual[:, 0].sum() / norm))
+            diagnostics["residual_abs_y"].append(float(residual[:, 1].sum() / norm))
     fit_t, launch_t, magnitude_t = torch.stack(fit), torch.stack(launch), torch.stack(magnitude)
     out = {k: torch.tensor(v, dtype=weights.dtype, device=weights.device) for k, v in diagnostics.items()}
     out.update(fit=fit_t.detach(), launch=launch_t.detach(), scale=scale.detach(), accel_magnitude=magnitude_t.detach())
     return fit_t + launch_t, magnitude_t, out
+
+
+def _split(normalised: torch.Tensor, weights: torch.Tensor, speed: torch.Tensor) -> pieces.Split:
+    """`pieces.best_split` of one sequence of normalised accelerations [K, 2] (weights [K], speed [K + 1])."""
+    return pieces.best_split(normalised.detach().cpu().double().numpy(), weights.detach().cpu().double().numpy(),
+                             speed.detach().cpu().double().numpy())  # fmt: skip
+
+
+def _bodies_fit(accel: torch.Tensor, weights: torch.Tensor, speed: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """(fit, events, free breaks) of one clip's bodies: accel [M, K, 2] in units of the speed scale, weights [M, K]
+    in units of a typical frame pair, speed [K + 1] normalised. The fit is the bodies' piece costs and break
+    penalties summed, over their summed weights (at least one frame pair)."""
+    cost, penalty, effective, events, free = accel.new_zeros(()), 0.0, weights.new_zeros(()), 0, 0
+    for body_accel, body_w in zip(accel, weights):
+        if not bool((body_w > 0).any()):
+            continue
+        split = _split(body_accel, body_w, speed)
+        cost = cost + pieces.split_cost(body_accel, body_w, split)
+        penalty, effective = penalty + split.penalty, effective + body_w.sum()
+        events, free = events + split.events, free + split.free_breaks
+    return (cost + penalty) / effective.clamp_min(1.0), events, free
 
 
 def _launch(summary: dict[str, torch.Tensor], b: int, scale: torch.Tensor) -> torch.Tensor:
