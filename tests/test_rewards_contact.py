@@ -327,7 +327,7 @@ def test_an_exact_flow_keeps_the_flight_coherent_and_newtonian(reward, speed):
     with torch.no_grad():
         tracked = coherent_mask(video, flow, 2).sum((2, 3, 4))[0, : flight - 1] > 0
         terms = newton_loss(flow, reward.cfg, video)[1]
-    assert tracked.float().mean() >= 2 / 3, tracked.tolist()  # 8 of 14 at 1x and 4 of 14 at 1.5x before
+    assert int(tracked.sum()) >= flight - 3, tracked.tolist()  # 13 of 14; 8 of 14 at 1x and 4 of 14 at 1.5x before
     assert terms["kinematic"].item() < 0.01 and terms["motion_floor"].item() == 0
 
 
