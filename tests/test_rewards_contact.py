@@ -68,6 +68,17 @@ def _cost(accel, weights, split: pieces.Split) -> float:
     return float(pieces.split_cost(*tensor, split)) + split.penalty
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 30])
+def test_piece_costs_is_piece_cost_of_every_piece(count):
+    rng = np.random.default_rng(count)
+    accel, weights = rng.normal(size=(count, 2)), rng.random(count) * (rng.random(count) > 0.2)
+    costs = pieces.piece_costs(accel, weights)
+    for i, j in itertools.product(range(count + 1), repeat=2):
+        allowed = i < count and j >= i + min(pieces.MIN_PIECE, count)
+        expected = pieces.piece_cost(accel[i:j], weights[i:j]) if allowed else math.inf
+        assert costs[i, j] == pytest.approx(expected, rel=1e-12, abs=1e-12), (i, j)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_best_split_is_the_cheapest_of_all_splits(seed):
     rng = np.random.default_rng(seed)

@@ -74,12 +74,21 @@ def piece_cost(accel: np.ndarray, weights: np.ndarray) -> float:
 
 def piece_costs(accel: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """cost [K + 1, K + 1]: cost[i, j] of the piece of frame pairs [i, j) (inf below MIN_PIECE, unless it is the
-    whole clip)."""
+    whole clip); `piece_cost` of every piece, all pieces that start at i at once."""
     count = len(accel)
     cost = np.full((count + 1, count + 1), np.inf)
     for i in range(count):
-        for j in range(i + min(MIN_PIECE, count), count + 1):
-            cost[i, j] = piece_cost(accel[i:j], weights[i:j])
+        a, w = accel[i:], weights[i:]
+        n = len(a)
+        lengths = np.arange(1, n + 1)
+        inside = np.arange(n)[None, :] < lengths[:, None]  # [length, row]: row m belongs to the piece [i, i + length)
+        centre = np.cumsum(w[:, None] * a, 0) / np.maximum(np.cumsum(w), 1e-12)[:, None]  # [length, 2]
+        deviation = w[None, :, None] * (a[None] - centre[:, None]) * inside[..., None]  # [length, row, 2]
+        drift = np.cumsum(np.clip(deviation, -DRIFT_CLIP, DRIFT_CLIP), 1) * inside[..., None]
+        drift = (drift - drift.sum(1, keepdims=True) / lengths[:, None, None]) * inside[..., None]
+        total = 0.5 * (np.abs(deviation).mean(2).sum(1) + np.abs(drift).mean(2).sum(1))
+        first = min(MIN_PIECE, count)
+        cost[i, i + first : count + 1] = total[first - 1 :]
     return cost
 
 
