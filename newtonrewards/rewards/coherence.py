@@ -17,7 +17,7 @@ resolution:
   unexplained (noise, a cut, a shuffled frame), the few pixels a flow matched by chance are not motion. Without the
   rim an exact flow, which leaves the background at zero, lost a fast 14-px square on most of its frame pairs. On
   NewtonBench's mini test split (both seeds, classical flow) the truth's moving frame pairs explain at least 0.75
-  of their change (1st percentile; one pair of 331 less than 0.55), uniform noise at most 0.43;
+  of their change (1st percentile; one pair of 331 less than 0.5), uniform noise at most 0.43;
 - it is textured (`kinematic.trackable`): on a plain surface the flow is the estimator's interpolation (a smeared
   flow "explains" the sky ahead of a moving object as well as the object itself).
 
@@ -41,7 +41,7 @@ EXPLAINED_RATIO = 0.25  # ... or at most this share of the change it explains
 MIN_SPEED = 0.5  # px/frame at the input resolution: slower pixels do not count as moving
 BLUR_SIGMA = 1.0  # px at the reward's resolution: pre-blur of the grey frames (noise off, edges kept)
 MIN_NEIGHBOURS = 2  # of 8: a coherently moving pixel has coherently moving neighbours
-MIN_EXPLAINED_SHARE = 0.55  # of a frame pair's change (outside occlusions) that its flow must explain for any to count
+MIN_EXPLAINED_SHARE = 0.5  # of a frame pair's change (outside occlusions) that its flow must explain for any to count
 CORE_NEIGHBOURS = 6  # of 8: a passed pixel this surrounded is inside a solid region, whose rim may change with it
 HALO = 3  # px from a region's inside (~2 px beyond its rim) whose change is the rim's blur, not unexplained
 
