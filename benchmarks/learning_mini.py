@@ -106,8 +106,9 @@ def run(work: Path, seeds: list[int], sft_steps: int, reward_steps: int, vae_ste
     rows = []
     for seed in seeds:
         out = work / f"reward-seed-{seed}"
-        if out.exists():  # a fresh run (train() would resume it)
+        if out.exists():  # a fresh run (train() would resume it), and fresh continuations of it
             shutil.rmtree(out)
+        shutil.rmtree(work / f"eval-seed-{seed}" / "reward", ignore_errors=True)
         cfg = build_config(TrainConfig, REWARD_RECIPE, {**common, "out": str(out), "seed": seed,
                                                         **({"steps": reward_steps} if reward_steps else {}),
                                                         "init_from": str(sft_out), **overrides})  # fmt: skip

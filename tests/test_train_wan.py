@@ -241,3 +241,28 @@ def test_trainable_weights_of_the_other_kind_are_refused_not_silently_skipped(be
         assert load_trained(adapter, tmp_path / kind) == kind.lower()
         loaded = trainable_parameters(adapter.trainable_module())
         assert loaded.keys() == saved[kind].keys() and all(torch.equal(loaded[n], saved[kind][n]) for n in loaded)
+
+
+def test_generate_refuses_to_resume_a_folder_of_other_settings_or_retrained_weights(bench, tiny, tmp_path):
+    import os
+
+    from newtonrewards.config import build_config
+    from newtonrewards.errors import UserError
+    from newtonrewards.train.config import GenerateConfig
+    from newtonrewards.train.generate import generate, weights_fingerprint
+
+    base = {"out": str(tmp_path / "gen"), "bench": str(bench), "split": "test", "model.path": str(tiny),
+            "sampling.num_steps": 2, "max_clips": 1}  # fmt: skip
+    generate(build_config(GenerateConfig, None, base))
+    assert generate(build_config(GenerateConfig, None, {**base, "prompt_cache": str(tmp_path / "pc")}))["written"] == 0
+    with pytest.raises(UserError, match=r"other sampling .*generate\.json"):
+        generate(build_config(GenerateConfig, None, {**base, "sampling.num_steps": 3}))
+    # the same weights path, rewritten by a new training run: another fingerprint
+    weights = tmp_path / "run" / "final"
+    weights.mkdir(parents=True)
+    (weights / "model.safetensors").write_bytes(b"old")
+    before = weights_fingerprint(str(weights))
+    (weights / "metrics.jsonl").write_text("{}")  # logs beside the weights are not the weights
+    assert weights_fingerprint(str(weights)) == before
+    os.utime(weights / "model.safetensors", ns=(1, 1))
+    assert weights_fingerprint(str(weights)) != before and weights_fingerprint("") == ""

@@ -1,10 +1,13 @@
 """`newtonrewards generate`: continuations of benchmark clips from their conditioning frames and prompts, written
 as OUT/CLIP_ID.mp4 (the input of `newtonrewards eval`); clips are sharded across Accelerate processes, each clip's
-noise is seeded by (seed, clip id) so the output does not depend on the sharding, and finished files are skipped."""
+noise is seeded by (seed, clip id) so the output does not depend on the sharding, and finished files are skipped.
+A folder is resumed only with the settings and the weights (files, sizes, times) that began it: clips of a model
+retrained in the same folder are never mixed with the old ones."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,6 +15,44 @@ from pathlib import Path
 import torch
 
 from newtonrewards.train.config import GenerateConfig, validate_common
+
+
+IGNORED_ON_RESUME = ("out", "prompt_cache", "mixed_precision")  # where to write / cache; not what is generated
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def weights_fingerprint(weights: str) -> str:
+    """sha256 of the weight files under `weights` (a file or a folder) with their sizes and modification times; ""
+    for none. Cheap at any model size; it changes whenever a training run rewrites the weights, not when logs or
+    caches beside them do."""
+    if not weights:
+        return ""
+    root = Path(weights)
+    candidates = [root] if root.is_file() else root.rglob("*")
+    files = sorted(p for p in candidates if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        name = path.name if path == root else path.relative_to(root)
+        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def check_resume(out: Path, record: dict) -> None:
+    """Raise UserError when OUT/generate.json was written by other settings or other weights than `record`."""
+    from newtonrewards.errors import UserError
+
+    stored_path = out / "generate.json"
+    if not stored_path.exists():
+        return
+    stored, record = json.loads(stored_path.read_text()), json.loads(json.dumps(record))
+    keys = (set(stored) | set(record)) - set(IGNORED_ON_RESUME)
+    differ = sorted(k for k in keys if stored.get(k) != record.get(k))
+    if differ:
+        raise UserError(f"generate: {out} holds clips made with other {', '.join(differ)} ({stored_path}); "
+                        "pass a new --out or delete that folder")  # fmt: skip
 
 
 def clip_seed(seed: int, clip_id: str) -> int:
@@ -55,6 +96,8 @@ def generate(cfg: GenerateConfig) -> dict:
     clips = clips_from_config(cfg)
     info, _ = dataset.open_bench(cfg.bench)
     fps = cfg.fps or float(info.get("generator", {}).get("fps", 16.0)) / cfg.frame_stride
+    record = {**to_dict(cfg), "weights_fingerprint": weights_fingerprint(cfg.weights)}
+    check_resume(out, record)
     todo = [i for i in range(len(clips)) if not (out / f"{clips.rows[i]['clip_id']}.mp4").exists()]
     mine = todo[accelerator.process_index :: accelerator.num_processes]
 
@@ -70,7 +113,7 @@ def generate(cfg: GenerateConfig) -> dict:
     prompts.cache.folder = Path(cache_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        dataset.write_json_atomic(out / "generate.json", to_dict(cfg))
+        dataset.write_json_atomic(out / "generate.json", record)
     accelerator.wait_for_everyone()
     for i in tqdm(mine, desc="generate", unit="clip", file=sys.stderr, disable=not accelerator.is_local_main_process):
         item = clips[i]
