@@ -28,7 +28,8 @@ COLUMNS = ("clip_id", "kinematic", "mass", "motion_floor", "motion_match", "tota
 # the reward config, and other modes are described in rewards/kinematic.py.
 UNITS = {
     "kinematic": "contact-aware kinematic term: mean L1 distance (frame by frame and accumulated over time) of the "
-    "object's per-frame acceleration from the best piecewise-constant acceleration whose breaks are landings or "
+    "per-frame acceleration of each moving body (tracked regions linked by their flow) from the best "
+    "piecewise-constant acceleration whose breaks are landings or "
     "stops, plus the cost of those breaks and of speed gained from nowhere, in units of the clip's speed (the "
     "reference's with a reference) per frame; 0 = Newtonian",
     "mass": "encoder token distance to the reference clip divided by that of the reference's own frozen first "
