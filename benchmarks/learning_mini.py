@@ -160,12 +160,15 @@ def evaluate_truth(folder: Path, bench: Path) -> dict:
 
 
 def pooled(rows: list[dict]) -> dict:
-    """Mean of each physics metric per primitive and over all scored rows, with the count of clips that failed."""
+    """Mean of each physics metric per primitive and over all scored rows, with the count of clips that failed; a
+    metric a clip has no value for (null: e.g. velocity when no two consecutive frames were tracked) is left out of
+    that metric's mean only."""
     scored = [r for r in rows if "error" not in r and all(m in r for m in PHYSICS)]
     out = {"failed": len(rows) - len(scored)}
     for group in sorted({r["primitive"] for r in scored}) + ["all"]:
         chosen = [r for r in scored if group in ("all", r["primitive"])]
-        out[group] = {m: sum(r[m] for r in chosen) / len(chosen) for m in PHYSICS + ("motion", "lost_fraction")}
+        values = {m: [r[m] for r in chosen if r.get(m) is not None] for m in PHYSICS + ("motion", "lost_fraction")}
+        out[group] = {m: sum(v) / len(v) if v else float("nan") for m, v in values.items()}
         out[group]["clips"] = len(chosen)
     return out
 
