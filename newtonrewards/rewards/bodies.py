@@ -45,14 +45,12 @@ def body_labels(weights: np.ndarray, velocity: np.ndarray) -> np.ndarray:
                 r, j = successor[j].get(r), j + 1
             chains.append(chain)
     heavy = sorted((c for c in chains if len(c) >= MIN_BODY_PAIRS), key=lambda c: -sum(regions[k][r][1] for k, r in c))
-    labels = np.full((count, height, width), -1, np.int64)
     bodies = heavy[:MAX_BODIES]
-    for index, chain in enumerate(bodies):
+    rest = heavy[MAX_BODIES:] + [c for c in chains if len(c) < MIN_BODY_PAIRS]
+    labels = np.full((count, height, width), -1, np.int64)
+    for index, chain in enumerate(bodies + [[link for c in rest for link in c]]):  # the remainder: one last label
         for k, r in chain:
             labels[k][regions[k][r][0]] = index
-    rest = [link for chain in chains if not any(chain is b for b in bodies) for link in chain]
-    for k, r in rest:
-        labels[k][regions[k][r][0]] = len(bodies)
     return labels
 
 

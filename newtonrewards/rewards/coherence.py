@@ -46,11 +46,16 @@ CORE_NEIGHBOURS = 6  # of 8: a passed pixel this surrounded is inside a solid re
 HALO = 3  # px from a region's inside (~2 px beyond its rim) whose change is the rim's blur, not unexplained
 
 
+def _neighbours(mask: torch.Tensor) -> torch.Tensor:
+    """How many of each pixel's 8 neighbours are set in a 0/1 float mask [N, 1, H, W] (borders: scaled up from the
+    neighbours that exist)."""
+    return F.avg_pool2d(mask, 3, stride=1, padding=1, count_include_pad=False) * 9 - mask
+
+
 def _connected(mask: torch.Tensor) -> torch.Tensor:
     """A 0/1 float mask [N, 1, H, W] without its isolated pixels: a pixel stays if at least MIN_NEIGHBOURS of its 8
     neighbours are set too. Unlike an opening it keeps lines (a moving edge), and it removes the specks of noise."""
-    count = F.avg_pool2d(mask, 3, stride=1, padding=1, count_include_pad=False) * 9 - mask
-    return mask * (count >= MIN_NEIGHBOURS)
+    return mask * (_neighbours(mask) >= MIN_NEIGHBOURS)
 
 
 @torch.no_grad()
@@ -93,8 +98,7 @@ def explained_motion(frames: torch.Tensor, flow: torch.Tensor, factor: int = 1) 
     # halo next to a coherent region (its blurred, anti-aliased edge arriving or leaving), which an exact flow
     # leaves at zero; the share weighs each pixel by its change, so faint edge changes count less than the object
     occluded = sample_at(landing_density(small), target) > COLLISION_DENSITY
-    neighbours = F.avg_pool2d(passed, 3, stride=1, padding=1, count_include_pad=False) * 9 - passed
-    core = passed * (neighbours >= CORE_NEIGHBOURS)  # a solid region's inside, not the specks noise passes by chance
+    core = passed * (_neighbours(passed) >= CORE_NEIGHBOURS)  # a solid region's inside, not noise's chance specks
     halo = (F.max_pool2d(core, 2 * HALO + 1, stride=1, padding=HALO) > 0) & (passed == 0)
     visible = (changed & ~occluded & ~halo).to(flow.dtype) * change
     return passed, (passed * visible).sum((1, 2, 3)) / visible.sum((1, 2, 3)).clamp_min(torch.finfo(flow.dtype).tiny)

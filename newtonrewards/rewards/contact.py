@@ -11,9 +11,10 @@ travel (sum of c_k times speed, px), which the guards read (guards.py).
 each body's accelerations divided by the speed scale are fitted by the best piecewise-constant acceleration whose
 breaks are events physics allows (pieces.py; the bodies' costs summed over their summed weights), plus a launch
 term: a speed that more than doubles between two flows, by more than LAUNCH_MARGIN of the speed scale (an object
-that jumps, a shuffled clip, a launch from rest), gains energy from nowhere. Flows with no coherent motion count as rest (speed 0), so an object that reappears after being
-hidden is charged as a launch too. Dividing by the speed makes the term scale-free: a half-amplitude copy of a path
-scores as the path itself (its flow noise weighs more, so a little worse), and moving less never lowers it.
+that jumps, a shuffled clip, a launch from rest), gains energy from nowhere. Flows with no coherent motion count as
+rest (speed 0), so an object that reappears after being hidden is charged as a launch too. Dividing by the speed
+makes the term scale-free: a half-amplitude copy of a path scores as the path itself (its flow noise weighs more, so
+a little worse), and moving less never lowers it.
 """
 
 from __future__ import annotations

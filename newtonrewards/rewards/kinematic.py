@@ -20,9 +20,9 @@ time-invariant force the velocity of every surface point is linear in time (PAPE
   second difference, a high-pass filter, mostly removes while amplifying frame-to-frame noise six-fold. With "l1" one
   failed frame costs in proportion to its error, not to its square. It assumes one moving body (NewtonBench's
   primitives): the accelerations of several bodies are averaged by their visible, trackable areas (the default
-  `contact` term fits each body on its own: bodies.py). A force that
-  really changes within the clip (a landing) is charged like any other change of acceleration, as by every mode;
-  frame pairs with almost nothing moving (the object at rest) hardly count.
+  `contact` term fits each body on its own: bodies.py). A force that really changes within the clip (a landing) is
+  charged like any other change of acceleration, as by every mode; frame pairs with almost nothing moving (the
+  object at rest) hardly count.
 
 Reads along tracks are bilinear (`grid_sample`, gradients reach both the values and the landing points). A track is
 dropped (weight 0) when it leaves the frame, when it lands where more than `COLLISION_DENSITY` points land (an
